@@ -1,0 +1,46 @@
+"""Finding Theia L2A products (folders and zips) below a root folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ..errors import ProductNameError
+from .naming import ProductName, parse_product_name
+
+log = logging.getLogger(__name__)
+
+
+def find_products(root: str | os.PathLike) -> list[tuple[Path, ProductName]]:
+    """List the L2A products below ``root``, searched recursively, sorted by path.
+
+    A product is a folder or a ``.zip`` whose name parses as a Theia L2A product name
+    (``SENTINEL2*_..._L2A_...`` or ``VENUS*_..._L2A_...``). A folder that is a product is not searched
+    further. Names that look like products but do not parse are logged and skipped.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: products folder does not exist")
+    found: list[tuple[Path, ProductName]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        keep = []
+        for d in sorted(dirnames):
+            if "_L2A_" in d:
+                try:
+                    found.append((Path(dirpath) / d, parse_product_name(d)))
+                    continue
+                except ProductNameError as exc:
+                    log.warning("skipping %s", exc)
+            keep.append(d)
+        dirnames[:] = keep
+        for f in sorted(filenames):
+            if f.lower().endswith(".zip") and "_L2A_" in f:
+                try:
+                    found.append((Path(dirpath) / f, parse_product_name(f)))
+                except ProductNameError as exc:
+                    log.warning("skipping %s", exc)
+    return sorted(found, key=lambda item: str(item[0]))

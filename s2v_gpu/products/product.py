@@ -1,0 +1,330 @@
+"""Reading Theia (MAJA, MUSCATE format) L2A products, unzipped folders or Theia ``.zip`` archives.
+
+Layout read (MUSCATE format 1.14-1.16, MAJA templates):
+
+- reflectances ``{NAME}_FRE_{band}.tif`` (slope-corrected) or ``{NAME}_SRE_{band}.tif``, int16,
+  no-data -10000; reflectance = DN / REFLECTANCE_QUANTIFICATION_VALUE (10000 for Sentinel-2,
+  1000 for VENuS when the document has none, as CESBIO's sensorsio reads them);
+- masks ``MASKS/{NAME}_{KIND}_{GROUP}.tif`` with GROUP ``R1`` (10 m) / ``R2`` (20 m) for Sentinel-2 and
+  ``XS`` for VENuS. Bit meanings implemented (bit_number n <-> value ``1 << (n - 1)``; source: the
+  MAJA MUSCATE MTD_ALL templates in ``shared/data/real/maja_templates/`` and Theia's format page):
+
+  * ``EDG``: non-zero = outside the swath / no-data;
+  * ``CLM``: 8 cloud and cloud-shadow bits; their order is documented two ways, so *any* non-zero
+    value is treated as cloud or shadow;
+  * ``SAT``: one bit per band, in the order of the band group (S2 R1: B2 B3 B4 B8, R2: B5 B6 B7 B8A
+    B11 B12; VENuS XS: B1..B12, hence a 16-bit raster); only the bits of the bands read invalidate;
+  * ``MG2``: 1 water, 2 cloud, 3 snow, 4 cloud shadow, 5 topographic shadow, 6 hidden surface,
+    7 sun too low, 8 sun tangent; the bits listed in :class:`MaskConfig` invalidate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import rasterio.windows
+import torch
+from affine import Affine
+from rasterio.crs import CRS
+
+from ..bands import S2_GROUPS, S2_RESOLUTION, VENUS_GROUPS, VENUS_RESOLUTION
+from ..errors import MetadataError, MissingFileError, ProductNameError, RasterReadError
+from .metadata import ProductMetadata, read_metadata_bytes
+from .naming import ProductName, parse_product_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MaskConfig:
+    """Which flags make a pixel invalid (the paper: union of no-data, cloud/shadow, saturation and
+    geophysical masks)."""
+
+    use_edg: bool = True
+    use_clm: bool = True
+    use_sat: bool = True
+    #: MG2 bit numbers that invalidate: water, snow, topographic shadow, hidden, sun too low, tangent.
+    mg2_invalid_bits: list[int] = field(default_factory=lambda: [1, 3, 5, 6, 7, 8])
+    #: A missing mask file is an error (default) or, when True, logged and ignored (tolerant reading
+    #: of partial products such as subsets that ship only some masks).
+    allow_missing: bool = False
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS, affine transform (north-up) and size in pixels."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def res(self) -> float:
+        return float(self.transform.a)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in CRS units."""
+        left, top = self.transform.c, self.transform.f
+        return (left, top + self.transform.e * self.height, left + self.transform.a * self.width, top)
+
+
+@dataclass
+class BandStack:
+    """Bands read from one product over one window.
+
+    Attributes:
+        reflectance: ``(C, H, W)`` float32 surface reflectance (invalid pixels hold 0).
+        valid: ``(H, W)`` bool, True where every band is valid and no mask flags the pixel.
+        bands: names of the C bands, in order.
+        grid: the grid of the window (CRS, transform, size).
+    """
+
+    reflectance: torch.Tensor
+    valid: torch.Tensor
+    bands: tuple[str, ...]
+    grid: Grid
+
+
+class TheiaProduct:
+    """A Theia L2A product of Sentinel-2 or VENuS, as a folder or as a ``.zip``.
+
+    Args:
+        path: the product folder or zip (its name is the product name, ``.zip`` aside).
+        require_metadata: raise :class:`MissingFileError` / :class:`MetadataError` when MTD_ALL.xml
+            is missing or unparsable; otherwise fall back to the name and sensor defaults.
+
+    Raises:
+        ProductNameError: the name is not a Theia L2A product name.
+        RasterReadError: the zip archive is corrupt.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, require_metadata: bool = True) -> None:
+        self.path = Path(path)
+        self.name: ProductName = parse_product_name(self.path)
+        self.is_zip = self.path.suffix.lower() == ".zip"
+        self._members = self._index_members()
+        self.metadata: ProductMetadata | None = None
+        mtd = self._members.get(f"{self.name.name}_MTD_ALL.xml")
+        if mtd is None:
+            if require_metadata:
+                raise MissingFileError(f"{self.path}: no {self.name.name}_MTD_ALL.xml in the product")
+            log.warning("%s: no MTD_ALL.xml, using the name and the sensor defaults", self.path)
+        else:
+            try:
+                self.metadata = read_metadata_bytes(self._read_member(mtd), self._display(mtd))
+            except MetadataError:
+                if require_metadata:
+                    raise
+                log.warning("%s: unreadable MTD_ALL.xml, using the name and the sensor defaults", self.path)
+        from ..bands import DEFAULT_NODATA, DEFAULT_QUANTIFICATION
+
+        self.quantification = (
+            self.metadata.quantification if self.metadata else DEFAULT_QUANTIFICATION[self.name.sensor]
+        )
+        self.nodata = self.metadata.nodata if self.metadata else DEFAULT_NODATA
+
+    # ----------------------------------------------------------------------------------- layout
+    def __repr__(self) -> str:
+        return f"TheiaProduct({str(self.path)!r})"
+
+    @property
+    def sensor(self) -> str:
+        return self.name.sensor
+
+    @property
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        return S2_GROUPS if self.sensor == "SENTINEL2" else VENUS_GROUPS
+
+    def group_of(self, band: str) -> str:
+        for group, bands in self.groups.items():
+            if band in bands:
+                return group
+        raise KeyError(f"{self.path}: {band!r} is not a {self.sensor} band")
+
+    def resolution(self, group: str) -> float:
+        return (S2_RESOLUTION if self.sensor == "SENTINEL2" else VENUS_RESOLUTION)[group]
+
+    def _index_members(self) -> dict[str, str]:
+        """Basename -> member path (relative path in the folder, or name inside the zip)."""
+        members: dict[str, str] = {}
+        if self.is_zip:
+            try:
+                with zipfile.ZipFile(self.path) as zf:
+                    names = zf.namelist()
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise RasterReadError(f"{self.path}: corrupt or unreadable zip archive ({exc})") from exc
+            for n in names:
+                if not n.endswith("/"):
+                    members.setdefault(n.rsplit("/", 1)[-1], n)
+        else:
+            if not self.path.is_dir():
+                raise MissingFileError(f"{self.path}: product folder does not exist")
+            for root, _dirs, files in os.walk(self.path):
+                for f in files:
+                    members.setdefault(f, os.path.relpath(os.path.join(root, f), self.path))
+        return members
+
+    def _display(self, member: str) -> str:
+        return f"{self.path}!{member}" if self.is_zip else str(self.path / member)
+
+    def _gdal_path(self, member: str) -> str:
+        return f"/vsizip/{self.path.resolve()}/{member}" if self.is_zip else str(self.path / member)
+
+    def _read_member(self, member: str) -> bytes:
+        if self.is_zip:
+            with zipfile.ZipFile(self.path) as zf:
+                return zf.read(member)
+        return (self.path / member).read_bytes()
+
+    def band_file(self, band: str, kind: str = "FRE") -> str:
+        """GDAL path of a reflectance band; raises :class:`MissingFileError` if absent."""
+        self.group_of(band)
+        base = f"{self.name.name}_{kind}_{band}.tif"
+        member = self._members.get(base)
+        if member is None:
+            raise MissingFileError(f"{self.path}: missing band file {base}")
+        return self._gdal_path(member)
+
+    def mask_file(self, kind: str, group: str) -> str:
+        """GDAL path of a mask (``kind`` in EDG, CLM, SAT, MG2); raises :class:`MissingFileError`."""
+        base = f"{self.name.name}_{kind}_{group}.tif"
+        member = self._members.get(base)
+        if member is None:
+            raise MissingFileError(f"{self.path}: missing mask file MASKS/{base}")
+        return self._gdal_path(member)
+
+    def grid(self, group: str) -> Grid:
+        """Grid of a resolution group, read from the header of its first band."""
+        path = self.band_file(self.groups[group][0])
+        with _open(path) as src:
+            return Grid(src.crs, src.transform, src.width, src.height)
+
+    # ------------------------------------------------------------------------------------ reading
+    def read(
+        self,
+        bands: tuple[str, ...] | list[str],
+        bounds: tuple[float, float, float, float] | None = None,
+        *,
+        kind: str = "FRE",
+        masks: MaskConfig | None = None,
+        device: torch.device | str = "cpu",
+    ) -> BandStack:
+        """Read a window of some bands of one resolution group into a tensor on ``device``.
+
+        Only the window is read from disk. Parts of the window outside the raster are invalid.
+
+        Args:
+            bands: bands of one resolution group (e.g. ``("B2", "B3", "B4", "B8")``).
+            bounds: (left, bottom, right, top) in the product CRS, on the group's pixel grid;
+                None reads the whole raster.
+            kind: ``"FRE"`` (slope-corrected) or ``"SRE"`` reflectances.
+            masks: which flags invalidate a pixel (default :class:`MaskConfig`).
+            device: where the tensors are created.
+
+        Returns:
+            A :class:`BandStack` with ``reflectance`` ``(C, H, W)`` float32 and ``valid`` ``(H, W)``.
+        """
+        masks = masks or MaskConfig()
+        bands = tuple(bands)
+        groups = {self.group_of(b) for b in bands}
+        if len(groups) != 1:
+            raise ValueError(f"{self.path}: bands {bands} span several resolution groups {sorted(groups)}")
+        group = groups.pop()
+        ref = self.grid(group)
+        window = _window(ref, bounds, self.path)
+        out_transform = rasterio.windows.transform(window, ref.transform)
+        h, w = int(window.height), int(window.width)
+
+        dn = np.empty((len(bands), h, w), dtype=np.int16)
+        for i, band in enumerate(bands):
+            dn[i] = _read_checked(self.band_file(band, kind), window, ref, fill=self.nodata)
+        invalid = (dn == self.nodata).any(axis=0)
+
+        def flags(kind: str, fill: int) -> np.ndarray | None:
+            try:
+                path = self.mask_file(kind, group)
+            except MissingFileError:
+                if not masks.allow_missing:
+                    raise
+                log.warning("%s: no %s_%s mask, ignored (allow_missing)", self.path, kind, group)
+                return None
+            return _read_checked(path, window, ref, fill=fill).astype(np.int64)
+
+        if masks.use_edg and (edg := flags("EDG", 1)) is not None:
+            invalid |= edg != 0
+        if masks.use_clm and (clm := flags("CLM", 0)) is not None:
+            invalid |= clm != 0
+        if masks.use_sat and (sat := flags("SAT", 0)) is not None:
+            order = self.groups[group]
+            invalid |= (sat & sum(1 << order.index(b) for b in bands)) != 0
+        if masks.mg2_invalid_bits and (mg2 := flags("MG2", 0)) is not None:
+            invalid |= (mg2 & sum(1 << (b - 1) for b in masks.mg2_invalid_bits)) != 0
+
+        refl = torch.from_numpy(dn).to(device).to(torch.float32) / self.quantification
+        valid = torch.from_numpy(~invalid).to(device)
+        refl = refl * valid
+        return BandStack(refl, valid, bands, Grid(ref.crs, out_transform, w, h))
+
+
+def _open(path: str):
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise RasterReadError(f"{path}: unreadable GeoTIFF ({exc})") from exc
+
+
+def _window(ref: Grid, bounds, product_path) -> rasterio.windows.Window:
+    if bounds is None:
+        return rasterio.windows.Window(0, 0, ref.width, ref.height)
+    left, bottom, right, top = bounds
+    res = ref.res
+    col = (left - ref.transform.c) / res
+    row = (ref.transform.f - top) / res
+    width = (right - left) / res
+    height = (top - bottom) / res
+    vals = np.array([col, row, width, height])
+    if np.abs(vals - np.round(vals)).max() > 1e-6:
+        raise ValueError(f"{product_path}: bounds {bounds} are not on the {res} m pixel grid of the product")
+    col, row, width, height = (int(round(v)) for v in vals)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"{product_path}: empty window for bounds {bounds}")
+    return rasterio.windows.Window(col, row, width, height)
+
+
+def _read_checked(path: str, window, ref: Grid, fill: int) -> np.ndarray:
+    """Read band 1 of ``path`` over ``window`` after checking its grid matches ``ref``."""
+    with _open(path) as src:
+        if src.crs != ref.crs:
+            raise RasterReadError(f"{path}: CRS {src.crs} differs from the product's {ref.crs}")
+        if (src.width, src.height) != (ref.width, ref.height) or not src.transform.almost_equals(ref.transform):
+            raise RasterReadError(
+                f"{path}: grid {src.width}x{src.height} {tuple(src.transform)[:6]} differs from the "
+                f"group's {ref.width}x{ref.height} {tuple(ref.transform)[:6]}"
+            )
+        inside = (
+            window.col_off >= 0 and window.row_off >= 0
+            and window.col_off + window.width <= src.width and window.row_off + window.height <= src.height
+        )
+        try:
+            if inside:
+                data = src.read(1, window=window)
+            else:
+                data = src.read(1, window=window, boundless=True, fill_value=fill)
+        except rasterio.errors.RasterioIOError as exc:
+            raise RasterReadError(f"{path}: cannot read pixels ({exc})") from exc
+    if np.issubdtype(data.dtype, np.floating):
+        # Some re-encoded products store the integer values as float32: bring them back to integers.
+        data = np.rint(np.where(np.isfinite(data), data, fill))
+    return data
+
+
+__all__ = ["BandStack", "Grid", "MaskConfig", "TheiaProduct", "ProductNameError"]

@@ -1,0 +1,252 @@
+"""Generating a synthetic Theia archive: one VENuS site, a Sentinel-2 tile window, several dates.
+
+Everything injected is recorded in ``ground_truth.json`` beside the products: the Sentinel-2
+geolocation error of each date, the linear radiometric transform VENuS -> Sentinel-2 of each band,
+cloud fractions, acquisition times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+from affine import Affine
+from rasterio.warp import transform as warp_transform
+
+from ..bands import GROUP_10M, GROUP_20M, S2_GROUPS, S2_MTF, S2_RESOLUTION, VENUS_BANDS, mtf_sigma_m
+from .config import SyntheticConfig, SyntheticDate
+from .landscape import S2_SPECTRA, VENUS_SPECTRA, Landscape
+from .sensor import CloudField, Rendered, render
+from .writer import GroupRasters, ProductSpec, write_product
+
+log = logging.getLogger(__name__)
+
+TRUTH_FILE = "ground_truth.json"
+VENUS_QUANT = 1000.0
+S2_QUANT = 10000.0
+#: Sentinel-2 band -> the VENuS band whose radiometry it is derived from (paper Table 1).
+S2_FROM_VENUS = dict(zip(GROUP_10M["s2"] + GROUP_20M["s2"], GROUP_10M["venus"] + GROUP_20M["venus"]))
+
+
+@dataclass
+class ProductArrays:
+    """What was written for one group of one product, plus the injected invalid flags."""
+
+    transform: Affine
+    epsg: int
+    bands: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    flags: dict[str, np.ndarray]
+    saturated: dict[str, np.ndarray]
+
+
+@dataclass
+class SyntheticArchive:
+    """A generated archive: where it is, its ground truth, and (optionally) the written arrays."""
+
+    root: Path
+    truth: dict
+    products: list[Path]
+    arrays: dict[str, dict[str, ProductArrays]] = field(default_factory=dict)
+
+
+def _corner(shape: tuple[int, int], fraction: float, where: str) -> np.ndarray:
+    """A triangle covering about ``fraction`` of the image, at the bottom-right or top-left corner."""
+    if fraction <= 0:
+        return np.zeros(shape, bool)
+    h, w = shape
+    a = math.sqrt(2 * fraction)
+    rows = (np.arange(h)[:, None] + 0.5) / h
+    cols = (np.arange(w)[None, :] + 0.5) / w
+    if where == "bottom_right":
+        return (1 - rows) + (1 - cols) < a
+    return rows + cols < a
+
+
+def _quantise(refl: np.ndarray, quant: float, nodata: np.ndarray) -> np.ndarray:
+    dn = np.clip(np.rint(refl * quant), -9999, 32767).astype(np.int16)
+    dn[:, nodata] = -10000
+    return dn
+
+
+def _finish(
+    rendered: Rendered, bands: tuple[str, ...], quant: float, nodata: np.ndarray, rng: np.random.Generator,
+    cfg: SyntheticConfig, transform: Affine, epsg: int, sat_dtype,
+) -> ProductArrays:
+    """Noise, saturation, masks and quantisation of a rendered group."""
+    refl = rendered.refl + rng.normal(0.0, cfg.noise_std, rendered.refl.shape).astype(np.float32)
+    shape = refl.shape[1:]
+    sat = np.zeros(shape, sat_dtype)
+    saturated = {}
+    for i, b in enumerate(bands):
+        s = (rng.random(shape) < cfg.saturated_fraction) & ~nodata
+        refl[i, s] = 1.25
+        sat |= (s.astype(sat_dtype) << i)
+        saturated[b] = s
+    valid_area = ~nodata
+    cloud, shadow, water = rendered.cloud & valid_area, rendered.shadow & valid_area, rendered.water & valid_area
+    clm = (cloud * 0b011 | shadow * 0b100).astype(np.uint8)
+    mg2 = (water * 0b1 | cloud * 0b10 | shadow * 0b1000).astype(np.uint8)
+    masks = {"EDG": nodata.astype(np.uint8), "CLM": clm, "SAT": sat, "MG2": mg2}
+    dn = _quantise(refl, quant, nodata)
+    return ProductArrays(
+        transform, epsg, dict(zip(bands, dn)), masks,
+        {"edge": nodata, "cloud": cloud, "shadow": shadow, "water": water}, saturated,
+    )
+
+
+def _s2_window(cfg: SyntheticConfig) -> tuple[int, float, float, int, int]:
+    """Sentinel-2 window: (epsg, ulx, uly, width_m, height_m), snapped to the 20 m tile grid."""
+    x0, y0 = cfg.origin
+    size = cfg.size_px * 5.0
+    epsg = cfg.s2_epsg or cfg.epsg
+    xs = [x0, x0 + size, x0, x0 + size]
+    ys = [y0, y0, y0 - size, y0 - size]
+    if epsg != cfg.epsg:
+        xs, ys = warp_transform(f"EPSG:{cfg.epsg}", f"EPSG:{epsg}", xs, ys)
+    m = cfg.s2_margin_m
+    left = math.floor((min(xs) - m) / 20.0) * 20.0
+    right = math.ceil((max(xs) + m) / 20.0) * 20.0
+    bottom = math.floor((min(ys) - m) / 20.0) * 20.0
+    top = math.ceil((max(ys) + m) / 20.0) * 20.0
+    return epsg, left, top, int(right - left), int(top - bottom)
+
+
+def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
+    """Write the synthetic archive described by ``cfg`` into ``out_dir``.
+
+    Returns:
+        The archive, with its ground truth (also written to ``out_dir/ground_truth.json``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(cfg.seed)
+    size_m = cfg.size_px * 5.0
+    x0, y0 = cfg.origin
+    landscape = Landscape(cfg.seed, (x0 + size_m / 2, y0 - size_m / 2), size_m)
+    site_bounds = (x0, y0 - size_m, x0 + size_m, y0)
+
+    s2_bands = S2_GROUPS["R1"] + S2_GROUPS["R2"]
+    gains = {b: float(rng.uniform(*cfg.gain_range)) for b in S2_FROM_VENUS}
+    offsets = {b: float(rng.uniform(*cfg.offset_range)) for b in S2_FROM_VENUS}
+    venus_zenith = float(rng.uniform(5.0, 32.0))
+    s2_epsg, s2_ulx, s2_uly, s2_w_m, s2_h_m = _s2_window(cfg)
+    to_ground = None
+    if s2_epsg != cfg.epsg:
+        def to_ground(x, y, _src=f"EPSG:{s2_epsg}", _dst=f"EPSG:{cfg.epsg}"):
+            gx, gy = warp_transform(_src, _dst, x.ravel(), y.ravel())
+            return np.asarray(gx).reshape(x.shape), np.asarray(gy).reshape(y.shape)
+
+    def radiometric_w(group: dict) -> list[list[float]]:
+        w = np.zeros((5, 4))
+        for j, b in enumerate(group["s2"]):
+            w[0, j] = offsets[b]
+            w[1 + j, j] = gains[b]
+        return w.tolist()
+
+    truth = {
+        "site": cfg.site, "epsg": cfg.epsg, "bounds": list(site_bounds), "venus_zenith": venus_zenith,
+        "tile": cfg.tile, "s2_epsg": s2_epsg,
+        "s2_window": [s2_ulx, s2_uly - s2_h_m, s2_ulx + s2_w_m, s2_uly],
+        "shift_convention": "a feature at ground position g appears in Sentinel-2 at g + shift_m (x east, y north)",
+        "radiometry": {
+            "gains": gains, "offsets": offsets,
+            "W_10m": radiometric_w(GROUP_10M), "W_20m": radiometric_w(GROUP_20M),
+            "model": "S2 band = gain * VENuS band + offset; W rows: [bias, VENuS bands], columns: S2 bands",
+        },
+        "config": asdict(cfg),
+        "dates": [],
+    }
+    archive = SyntheticArchive(out_dir, truth, [])
+    for k, d in enumerate(cfg.dates):
+        day = datetime.strptime(d.date, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+        venus_time = day + timedelta(hours=10, minutes=48, seconds=12)
+        s2_time = venus_time + timedelta(minutes=d.dt_minutes, milliseconds=461)
+        factor = float(rng.uniform(0.95, 1.05))  # the season changes the landscape for both sensors
+        entry = {"date": d.date, "shift_m": list(d.shift_m), "dt_minutes": (s2_time - venus_time).total_seconds() / 60,
+                 "brightness": factor}
+        if d.venus:
+            name = f"VENUS-XS_{venus_time:%Y%m%d-%H%M%S}-000_L2A_{cfg.site}_C_V2-2"
+            archive.products.append(_venus_product(cfg, d, k, name, venus_time, landscape, factor, venus_zenith,
+                                                   site_bounds, rng, out_dir, archive))
+            entry["venus"] = name
+            entry["venus_cloud_fraction"] = float(archive.arrays[name]["XS"].flags["cloud"].mean())
+        if d.s2:
+            name = f"SENTINEL2A_{s2_time:%Y%m%d-%H%M%S}-{s2_time.microsecond // 1000:03d}_L2A_T{cfg.tile}_C_V2-2"
+            archive.products.append(_s2_product(cfg, d, k, name, s2_time, landscape, factor, gains, offsets,
+                                                (s2_epsg, s2_ulx, s2_uly, s2_w_m, s2_h_m), to_ground,
+                                                site_bounds, rng, out_dir, archive))
+            entry["s2"] = name
+            entry["s2_cloud_fraction"] = float(archive.arrays[name]["R1"].flags["cloud"].mean())
+        truth["dates"].append(entry)
+        log.info("synthetic date %s written", d.date)
+    (out_dir / TRUTH_FILE).write_text(json.dumps(truth, indent=2))
+    if not cfg.keep_arrays:
+        archive.arrays = {}
+    return archive
+
+
+def _venus_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, zenith, site_bounds, rng,
+                   out_dir, archive) -> Path:
+    clouds = CloudField.for_area(cfg.seed * 1000 + 10 * k + 1, d.venus_cloud, site_bounds)
+
+    def values(gx, gy):
+        refl, cls = landscape.reflectance(gx, gy, [VENUS_SPECTRA[b] for b in VENUS_BANDS], range(len(VENUS_BANDS)))
+        return refl * factor, cls
+
+    sigma = mtf_sigma_m(cfg.venus_mtf, 5.0)
+    shape = (cfg.size_px, cfg.size_px)
+    rendered = render(landscape, values, [sigma] * len(VENUS_BANDS), tuple(cfg.origin), 5.0, shape,
+                      cfg.render_step_m, clouds=clouds)
+    nodata = _corner(shape, cfg.venus_edge_fraction, "bottom_right")
+    transform = Affine(5.0, 0, cfg.origin[0], 0, -5.0, cfg.origin[1])
+    arrays = _finish(rendered, VENUS_BANDS, VENUS_QUANT, nodata, rng, cfg, transform, cfg.epsg, np.uint16)
+    archive.arrays[name] = {"XS": arrays}
+    spec = ProductSpec(name, "VENUS", "VENUS", when, cfg.site, cfg.epsg, VENUS_QUANT, zenith,
+                       100.0 * float(arrays.flags["cloud"].mean()),
+                       {"XS": GroupRasters(transform, arrays.bands, arrays.masks)},
+                       sre_factor=0.98 if cfg.write_sre else None)
+    return write_product(spec, out_dir, cfg.zip)
+
+
+def _s2_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, gains, offsets, window, to_ground,
+                site_bounds, rng, out_dir, archive) -> Path:
+    epsg, ulx, uly, w_m, h_m = window
+    clouds = CloudField.for_area(cfg.seed * 1000 + 10 * k + 2, d.s2_cloud, site_bounds)
+    groups = {}
+    archive.arrays[name] = {}
+    for group in ("R1", "R2"):
+        bands = S2_GROUPS[group]
+        res = S2_RESOLUTION[group]
+
+        # one landscape evaluation for all bands: matched bands from the VENuS spectra, the others
+        # (B11, B12) from the Sentinel-2 ones
+        spectra = [VENUS_SPECTRA[S2_FROM_VENUS[b]] if b in S2_FROM_VENUS else S2_SPECTRA[b] for b in bands]
+        jitter_ids = [VENUS_BANDS.index(S2_FROM_VENUS[b]) if b in S2_FROM_VENUS else 100 + i
+                      for i, b in enumerate(bands)]
+        gain = np.array([gains.get(b, 1.0) for b in bands])[:, None, None]
+        offset = np.array([offsets.get(b, 0.0) for b in bands])[:, None, None]
+
+        def values(gx, gy, spectra=spectra, jitter_ids=jitter_ids, gain=gain, offset=offset):
+            refl, cls = landscape.reflectance(gx, gy, spectra, jitter_ids)
+            return (gain * refl + offset) * factor, cls
+
+        shape = (int(h_m / res), int(w_m / res))
+        sigmas = [mtf_sigma_m(S2_MTF[b], res) for b in bands]
+        rendered = render(landscape, values, sigmas, (ulx, uly), res, shape, max(cfg.render_step_m, res / 4),
+                          shift_m=tuple(d.shift_m), clouds=clouds, to_ground=to_ground)
+        nodata = _corner(shape, 0.1 if d.s2_nodata_corner else 0.0, "top_left")
+        transform = Affine(res, 0, ulx, 0, -res, uly)
+        arrays = _finish(rendered, bands, S2_QUANT, nodata, rng, cfg, transform, epsg, np.uint8)
+        archive.arrays[name][group] = arrays
+        groups[group] = GroupRasters(transform, arrays.bands, arrays.masks)
+    spec = ProductSpec(name, "SENTINEL2", "SENTINEL2A", when, f"T{cfg.tile}", epsg, S2_QUANT,
+                       float(rng.uniform(2.0, 10.0)),
+                       100.0 * float(archive.arrays[name]["R1"].flags["cloud"].mean()), groups,
+                       sre_factor=0.98 if cfg.write_sre else None)
+    return write_product(spec, out_dir, cfg.zip)

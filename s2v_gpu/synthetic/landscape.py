@@ -1,0 +1,188 @@
+"""A continuous synthetic landscape with per-class spectral signatures.
+
+The landscape is a function of ground coordinates (metres, in the VENuS CRS), so any sensor grid,
+shifted by any sub-pixel amount, samples it exactly: the injected shifts are ground truth with no
+interpolation error. It has the structures SIFT locks onto and that the paper's sites show: fields
+(jittered Voronoi cells with crop rows), roads, forest with crown texture, a lake and a river, and
+built-up blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..bands import S2_WAVELENGTH, VENUS_WAVELENGTH
+
+#: Land-cover classes of the synthetic landscape.
+CLASSES = ("water", "forest", "crop_green", "crop_dry", "bare_soil", "grass", "built_up", "road")
+WATER = CLASSES.index("water")
+
+_ANCHORS_NM = np.array([420, 443, 490, 560, 620, 665, 705, 740, 783, 842, 865, 910, 1610, 2190], float)
+#: Surface reflectance of each class at the anchor wavelengths (typical library spectra, rounded).
+_SPECTRA = np.array([
+    [0.045, 0.042, 0.038, 0.032, 0.024, 0.020, 0.015, 0.011, 0.009, 0.007, 0.006, 0.005, 0.002, 0.001],
+    [0.020, 0.021, 0.025, 0.050, 0.030, 0.024, 0.060, 0.200, 0.290, 0.320, 0.330, 0.330, 0.160, 0.070],
+    [0.028, 0.030, 0.040, 0.085, 0.050, 0.040, 0.110, 0.300, 0.420, 0.450, 0.460, 0.460, 0.220, 0.100],
+    [0.055, 0.060, 0.080, 0.120, 0.135, 0.140, 0.170, 0.200, 0.230, 0.250, 0.260, 0.270, 0.320, 0.250],
+    [0.065, 0.070, 0.090, 0.130, 0.160, 0.170, 0.190, 0.210, 0.220, 0.240, 0.250, 0.260, 0.330, 0.280],
+    [0.030, 0.032, 0.040, 0.070, 0.060, 0.050, 0.090, 0.220, 0.300, 0.320, 0.330, 0.330, 0.200, 0.100],
+    [0.085, 0.090, 0.100, 0.120, 0.128, 0.130, 0.140, 0.150, 0.160, 0.170, 0.170, 0.180, 0.200, 0.180],
+    [0.075, 0.080, 0.090, 0.100, 0.108, 0.110, 0.120, 0.130, 0.140, 0.150, 0.150, 0.150, 0.170, 0.160],
+])
+
+
+def class_spectra(wavelengths_nm: dict[str, float]) -> dict[str, np.ndarray]:
+    """Reflectance of every class in each band, interpolated at the band's central wavelength.
+
+    Returns:
+        band -> array of shape ``(len(CLASSES),)``.
+    """
+    return {b: np.array([np.interp(w, _ANCHORS_NM, s) for s in _SPECTRA]) for b, w in wavelengths_nm.items()}
+
+
+VENUS_SPECTRA = class_spectra(VENUS_WAVELENGTH)
+S2_SPECTRA = class_spectra(S2_WAVELENGTH)
+
+
+@dataclass
+class Landscape:
+    """Ground truth of one synthetic site, defined over the whole plane.
+
+    Args:
+        seed: seeds every random element.
+        origin: (x, y) ground coordinates near which the structures are laid out (site centre).
+        extent_m: size of the area populated with lakes, rivers and roads.
+        field_size_m: mean size of a field (spacing of the Voronoi seeds).
+    """
+
+    seed: int
+    origin: tuple[float, float]
+    extent_m: float
+    field_size_m: float = 120.0
+
+    def __post_init__(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        self._rng_seed = int(rng.integers(2**31))
+        ox, oy = self.origin
+        e = self.extent_m
+        # lakes: ellipses, a river: a sinusoid band; roads: straight lines of 6-10 m width
+        self.lakes = [
+            (ox + rng.uniform(-0.35, 0.35) * e, oy + rng.uniform(-0.35, 0.35) * e,
+             rng.uniform(0.04, 0.09) * e, rng.uniform(0.03, 0.06) * e, rng.uniform(0, np.pi))
+            for _ in range(2)
+        ]
+        self.river = (oy + rng.uniform(-0.3, 0.3) * e, rng.uniform(0.05, 0.1) * e, rng.uniform(0.15, 0.3) * e,
+                      rng.uniform(12, 25))
+        self.roads = [
+            (ox + rng.uniform(-0.4, 0.4) * e, oy + rng.uniform(-0.4, 0.4) * e, rng.uniform(0, np.pi),
+             rng.uniform(6, 10))
+            for _ in range(5)
+        ]
+        self.town = (ox + rng.uniform(-0.25, 0.25) * e, oy + rng.uniform(-0.25, 0.25) * e, 0.08 * e)
+
+    # A stateless hash of integer cell coordinates -> uniform numbers, so fields are defined everywhere.
+    def _hash(self, i: np.ndarray, j: np.ndarray, k: int) -> np.ndarray:
+        h = (i.astype(np.int64) * 73856093) ^ (j.astype(np.int64) * 19349663) ^ (self._rng_seed + 83492791 * k)
+        h = (h ^ (h >> 13)) * 1274126177
+        h = h ^ (h >> 16)
+        return (h & 0xFFFFFF).astype(np.float64) / float(0x1000000)
+
+    def fields(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Nearest jittered seed: (cell id i, cell id j, distance to the cell border proxy)."""
+        s = self.field_size_m
+        ci, cj = np.floor(x / s), np.floor(y / s)
+        best = np.full(x.shape, np.inf)
+        bi = np.zeros(x.shape)
+        bj = np.zeros(x.shape)
+        second = np.full(x.shape, np.inf)
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                ii, jj = ci + di, cj + dj
+                sx = (ii + 0.15 + 0.7 * self._hash(ii, jj, 1)) * s
+                sy = (jj + 0.15 + 0.7 * self._hash(ii, jj, 2)) * s
+                d = np.hypot(x - sx, y - sy)
+                closer = d < best
+                second = np.where(closer, best, np.minimum(second, d))
+                best = np.where(closer, d, best)
+                bi = np.where(closer, ii, bi)
+                bj = np.where(closer, jj, bj)
+        return bi, bj, second - best
+
+    def sample(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Class, per-field spectral jitter key and brightness texture at ground points.
+
+        Args:
+            x, y: ground coordinates (metres), any shape.
+
+        Returns:
+            ``(cls, field_key, texture)``: int class index, float key in [0, 1) per field (for the
+            per-field spectral jitter), multiplicative brightness texture (about 1).
+        """
+        bi, bj, border = self.fields(x, y)
+        u = self._hash(bi, bj, 3)
+        # field classes: crops dominate, then grass, forest, bare soil
+        cls = np.select(
+            [u < 0.30, u < 0.48, u < 0.63, u < 0.80, u < 1.0],
+            [CLASSES.index("crop_green"), CLASSES.index("crop_dry"), CLASSES.index("grass"),
+             CLASSES.index("forest"), CLASSES.index("bare_soil")],
+        )
+        key = self._hash(bi, bj, 4)
+        # crop rows: a field-specific orientation and period
+        theta = self._hash(bi, bj, 5) * np.pi
+        period = 18.0 + 20.0 * self._hash(bi, bj, 6)
+        rows = 1.0 + 0.12 * np.sin(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period)
+        texture = np.where(np.isin(cls, [CLASSES.index("crop_green"), CLASSES.index("crop_dry")]), rows, 1.0)
+        # forest crowns: high-frequency, isotropic-ish texture
+        crowns = 1.0 + 0.18 * np.sin(2 * np.pi * x / 9.7 + 3 * key) * np.sin(2 * np.pi * y / 11.3 + 5 * key)
+        texture = np.where(cls == CLASSES.index("forest"), crowns, texture)
+        # hedges between fields: darker vegetated borders
+        hedge = border < 4.0
+        cls = np.where(hedge & (u < 0.5), CLASSES.index("forest"), cls)
+
+        tx, ty, tr = self.town
+        in_town = np.hypot(x - tx, y - ty) < tr
+        block = (np.floor(x / 14.0) + np.floor(y / 17.0)) % 3
+        cls = np.where(in_town, CLASSES.index("built_up"), cls)
+        texture = np.where(in_town, 0.7 + 0.35 * block, texture)
+
+        for rx, ry, theta, width in self.roads:
+            d = np.abs((x - rx) * np.sin(theta) - (y - ry) * np.cos(theta))
+            road = d < width / 2
+            cls = np.where(road, CLASSES.index("road"), cls)
+            texture = np.where(road, 1.0, texture)
+
+        water = np.zeros(x.shape, bool)
+        for lx, ly, a, b, ang in self.lakes:
+            dx, dy = x - lx, y - ly
+            u1 = dx * np.cos(ang) + dy * np.sin(ang)
+            v1 = -dx * np.sin(ang) + dy * np.cos(ang)
+            water |= (u1 / a) ** 2 + (v1 / b) ** 2 < 1.0
+        ry0, amp, wavelength, width = self.river
+        water |= np.abs(y - (ry0 + amp * np.sin(2 * np.pi * (x - self.origin[0]) / wavelength))) < width / 2
+        cls = np.where(water, WATER, cls)
+        texture = np.where(water, 1.0, texture)
+        return cls.astype(np.int64), key, texture
+
+    def reflectance(self, x, y, spectra, jitter_ids) -> tuple[np.ndarray, np.ndarray]:
+        """Surface reflectance of some bands at ground points.
+
+        Args:
+            x, y: ground coordinates (metres), any shape.
+            spectra: per band, the reflectance of each class (arrays of shape ``(len(CLASSES),)``).
+            jitter_ids: per band, the key of its per-field jitter: two bands with the same key and
+                spectrum have exactly the same reflectance (how a Sentinel-2 band derived from a VENuS
+                band stays an exact linear function of it).
+
+        Returns:
+            ``(refl, cls)``: refl of shape ``(len(spectra), *x.shape)``, cls the class index.
+        """
+        cls, key, texture = self.sample(x, y)
+        out = np.empty((len(spectra),) + x.shape, np.float64)
+        cell = np.floor(key * 1e6)
+        for i, (spectrum, jid) in enumerate(zip(spectra, jitter_ids)):
+            # per-field, per-band jitter (+-8 %) keeps the bands from being collinear
+            jitter = 1.0 + 0.16 * (self._hash(cell, np.full(key.shape, jid), 7) - 0.5)
+            out[i] = spectrum[cls] * jitter * texture
+        return out, cls

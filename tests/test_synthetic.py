@@ -1,0 +1,92 @@
+"""The synthetic products carry the ground truth they claim."""
+
+import numpy as np
+import pytest
+import torch.nn.functional as F
+import torch
+
+from s2v_gpu.products import TheiaProduct, find_products
+from s2v_gpu.synthetic import SyntheticConfig, SyntheticDate, generate
+
+
+def _one_date(**kw):
+    date = SyntheticDate("2019-05-01", dt_minutes=3.0, shift_m=kw.pop("shift", [0.0, 0.0]),
+                         venus_cloud=0.0, s2_cloud=0.0)
+    return SyntheticConfig(size_px=192, s2_margin_m=100.0, dates=[date], noise_std=0.0, saturated_fraction=0.0,
+                           venus_edge_fraction=0.0, keep_arrays=True, **kw)
+
+
+def _pair(archive):
+    v = next(p for p in archive.products if p.name.startswith("VENUS"))
+    s = next(p for p in archive.products if p.name.startswith("SENTINEL2"))
+    return TheiaProduct(v), TheiaProduct(s)
+
+
+def test_s2_is_a_linear_function_of_venus(tmp_path):
+    archive = generate(_one_date(), tmp_path)
+    venus, s2 = _pair(archive)
+    bounds = venus.grid("XS").bounds
+    v = venus.read(("B3", "B4", "B7", "B11"), bounds).reflectance
+    s = s2.read(("B2", "B3", "B4", "B8"), bounds).reflectance
+    # compare 80 m block means: the two sensors' different blurs average out
+    v10 = F.avg_pool2d(v[None], 16)[0]
+    s = F.avg_pool2d(s[None], 8)[0]
+    gains, offsets = archive.truth["radiometry"]["gains"], archive.truth["radiometry"]["offsets"]
+    for i, band in enumerate(("B2", "B3", "B4", "B8")):
+        x, y = v10[i].flatten().double(), s[i].flatten().double()
+        slope = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()
+        intercept = y.mean() - slope * x.mean()
+        assert slope.item() == pytest.approx(gains[band], rel=0.02)
+        assert intercept.item() == pytest.approx(offsets[band], abs=0.004)
+
+
+def test_grids_are_nested_and_centred(tmp_path):
+    archive = generate(_one_date(), tmp_path)
+    venus, s2 = _pair(archive)
+    gv, g1, g2 = venus.grid("XS"), s2.grid("R1"), s2.grid("R2")
+    assert (gv.res, g1.res, g2.res) == (5.0, 10.0, 20.0)
+    # the S2 window covers the site and its origin lies on the 20 m grid of the tile
+    assert g1.bounds[0] <= gv.bounds[0] and g1.bounds[3] >= gv.bounds[3]
+    assert g1.transform.c % 20 == 0 and g1.transform.f % 20 == 0
+    assert g1.bounds == g2.bounds
+
+
+def test_shift_moves_sentinel2_content(tmp_path):
+    """A 10 m east shift shows as exactly one 10 m pixel between two otherwise equal products."""
+    a = generate(_one_date(shift=[0.0, 0.0]), tmp_path / "a")
+    b = generate(_one_date(shift=[10.0, 0.0]), tmp_path / "b")
+    sa = _pair(a)[1].read(("B2",)).reflectance[0]
+    sb = _pair(b)[1].read(("B2",)).reflectance[0]
+    # content at column j of a is at column j + 1 of b
+    assert torch.allclose(sa[5:-5, 5:-6], sb[5:-5, 6:-5], atol=1e-4)
+
+
+def test_neighbouring_utm_zone(tmp_path):
+    cfg = _one_date(s2_epsg=32630, origin=[280000.0, 4830000.0])
+    archive = generate(cfg, tmp_path)
+    venus, s2 = _pair(archive)
+    assert s2.grid("R1").crs.to_epsg() == 32630 and venus.grid("XS").crs.to_epsg() == 32631
+    assert archive.truth["s2_epsg"] == 32630
+
+
+def test_zipped_archive_has_theia_layout(tmp_path):
+    import zipfile
+
+    cfg = _one_date(zip=True)
+    archive = generate(cfg, tmp_path)
+    for path in archive.products:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+        stem = path.name[:-4]
+        assert f"{stem}/{stem}_MTD_ALL.xml" in names
+        assert any(n.startswith(f"{stem}/MASKS/") and n.endswith("_CLM_" + ("XS" if "VENUS" in stem else "R1") + ".tif")
+                   for n in names)
+    assert len(find_products(tmp_path)) == 2
+
+
+def test_same_seed_same_products(tmp_path):
+    a = generate(_one_date(), tmp_path / "a")
+    b = generate(_one_date(), tmp_path / "b")
+    for pa, pb in zip(sorted(a.products), sorted(b.products)):
+        for f in sorted(pa.rglob("*.tif")):
+            assert f.read_bytes() == (pb / f.relative_to(pa)).read_bytes(), f.name
