@@ -1,0 +1,75 @@
+"""MTF-matched Gaussian downsampling of 5 m VENuS bands to the 10 m / 20 m Sentinel-2 grids.
+
+Each band is blurred with the Gaussian whose MTF at the Sentinel-2 band's Nyquist frequency equals
+that band's MTF (sigma = res / pi * sqrt(-2 ln MTF), CESBIO's sensorsio formula, res being the
+Sentinel-2 band's resolution) and decimated. The decimated samples sit at the centre of each
+factor x factor block of 5 m pixels: the kernel has even length and is evaluated at half-integer
+offsets, so no half-pixel shift is introduced (see DOMAIN.md, "half-pixel trap").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .bands import S2_MTF, mtf_sigma_m
+from .errors import check_shape
+
+
+def centred_gaussian_kernel(sigma_px: float, factor: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """1-D Gaussian sampled at the offsets of the input pixels around a block centre.
+
+    For ``factor`` 2 the block centre lies between two input pixels, so the taps sit at +-0.5, +-1.5...
+    (an even-length kernel). Length ``2 * (ceil(4 sigma) + factor // 2)`` is enough to hold 4 sigma.
+
+    Returns:
+        ``(K,)`` normalised taps.
+    """
+    half = int(math.ceil(4.0 * sigma_px)) + factor // 2
+    # input pixel offsets relative to the block centre for a block starting at 0: centre at (factor-1)/2
+    t = torch.arange(-half + 1, half + 1, device=device, dtype=torch.float64) - 0.5 if factor % 2 == 0 else \
+        torch.arange(-half, half + 1, device=device, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma_px) ** 2)
+    return (k / k.sum()).to(dtype)
+
+
+def band_sigmas_px(s2_bands: tuple[str, ...] | list[str], s2_resolution_m: float, venus_res_m: float = 5.0,
+                   mtf: dict[str, float] | None = None) -> list[float]:
+    """Gaussian sigma, in VENuS pixels, of each Sentinel-2 band's MTF."""
+    mtf = mtf or S2_MTF
+    return [mtf_sigma_m(mtf[b], s2_resolution_m) / venus_res_m for b in s2_bands]
+
+
+def mtf_downsample(image: torch.Tensor, sigmas_px: list[float], factor: int) -> torch.Tensor:
+    """Blur each channel with its own Gaussian and decimate by ``factor``, on the image's device.
+
+    Separable convolution (two conv2d with stride ``factor``), reflect padding at the borders.
+
+    Args:
+        image: ``(B, C, H, W)``, H and W multiples of ``factor``.
+        sigmas_px: one sigma per channel, in input pixels.
+        factor: decimation factor (2 for 5 m -> 10 m, 4 for 5 m -> 20 m).
+
+    Returns:
+        ``(B, C, H / factor, W / factor)``; output pixel i is centred on input block
+        ``[i * factor, (i + 1) * factor)``.
+    """
+    check_shape(image, 4, "image")
+    b, c, h, w = image.shape
+    if len(sigmas_px) != c:
+        raise ValueError(f"{len(sigmas_px)} sigmas given for {c} channels")
+    if h % factor or w % factor:
+        raise ValueError(f"image size {h}x{w} is not a multiple of the factor {factor}")
+    kernels = [centred_gaussian_kernel(s, factor, device=image.device, dtype=image.dtype) for s in sigmas_px]
+    size = max(k.numel() for k in kernels)
+    # pad every kernel to the same length (zeros at both ends keep it centred: the length grows by 2)
+    padded = torch.stack([F.pad(k, ((size - k.numel()) // 2, (size - k.numel()) // 2)) for k in kernels])
+    # a block starting at input i*factor has its centre at i*factor + (factor-1)/2; the kernel tap j
+    # multiplies input i*factor + (factor-1)/2 + t_j, so the left pad is (size - factor) / 2
+    pad = (size - factor) // 2
+    x = F.pad(image, (pad, pad + (size - factor) % 2, 0, 0), mode="reflect")
+    x = F.conv2d(x, padded.view(c, 1, 1, size), stride=(1, factor), groups=c)
+    x = F.pad(x, (0, 0, pad, pad + (size - factor) % 2), mode="reflect")
+    return F.conv2d(x, padded.view(c, 1, size, 1), stride=(factor, 1), groups=c)

@@ -1,0 +1,321 @@
+"""Global translation between two images: SIFT matches (Kornia), robust estimate, sub-pixel refinement.
+
+Public entry point: :func:`register`. Convention: the shift is that of the *moving* image with respect
+to the *reference*: a ground feature at position g in the reference appears at g + shift in the
+moving image; ``shift_m = (dx east, dy north)`` in metres, ``shift_px = (dx right, dy down)`` in
+pixels. :func:`s2v_gpu.resample.apply_shift` with ``shift_px`` brings the moving image onto the
+reference.
+
+Modes:
+
+``paper`` (SEN2VENuS, section 2.5.2): tiles of ``tile_size`` pixels, SIFT keypoints and descriptors,
+matches dropped where either validity mask is invalid or where the displacement exceeds
+``max_distance_m``, shift = plain mean of the remaining displacements.
+
+``robust`` (default): the paper's matches, computed with invalid pixels masked before detection; the
+translation is the mean of the matches within ``inlier_px`` of their median (a trimmed estimate that
+the 15 m truncation does not bias), then refined by an iteratively reweighted Gauss-Newton fit of
+translation, gain and offset over the whole valid overlap (Lucas-Kanade with Tukey weights, so
+clouds missing from a mask are down-weighted). Measured on the synthetic pairs: <= 0.05 px.
+
+Matching: mutual nearest neighbours that also pass Lowe's ratio test in both directions
+(``kornia.feature.match_smnn`` with ``th = ratio``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import kornia.feature as KF
+import torch
+import torch.nn.functional as F
+
+from .errors import check_shape
+from .resample import apply_shift
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RegistrationConfig:
+    """Registration settings; the paper's values are the defaults where it gives one."""
+
+    mode: str = "robust"  # "robust" or "paper"
+    tile_size: int = 366  # paper: non-overlapping 366x366 tiles at 10 m
+    max_distance_m: float = 15.0  # paper: matches further apart are obvious outliers
+    num_features: int = 2000  # SIFT keypoints per tile
+    ratio: float = 0.9  # Lowe ratio of match_smnn (both directions)
+    min_matches: int = 20  # fewer matches: the pair is refused
+    inlier_px: float = 1.0  # robust mode: matches within this radius of the median are averaged
+    refine: bool = True  # robust mode: Gauss-Newton refinement over the valid overlap
+    refine_iterations: int = 15
+    max_spread_m: float = 10.0  # robust spread of the matches above this: weak registration
+
+
+@dataclass
+class RegistrationResult:
+    """What :func:`register` found.
+
+    Attributes:
+        shift_m: (dx east, dy north) in metres.
+        shift_px: (dx right, dy down) in pixels.
+        n_matches: matches used by the estimator (after masks and the distance window).
+        n_candidates: matches before the validity masks and the distance window.
+        median_m: component-wise median displacement of the matches, metres (x east, y north).
+        spread_m: robust spread of the matches around the median (1.4826 MAD of the distance), metres.
+        mode: the estimator that produced ``shift_m`` ("paper", "robust" or "robust+refined").
+        ok: False when the shift is not trustworthy; ``reason`` says why.
+        sift_shift_m: the match-based estimate before refinement.
+    """
+
+    shift_m: tuple[float, float]
+    shift_px: tuple[float, float]
+    n_matches: int
+    n_candidates: int
+    median_m: tuple[float, float]
+    spread_m: float
+    mode: str
+    ok: bool = True
+    reason: str = ""
+    sift_shift_m: tuple[float, float] = (math.nan, math.nan)
+    refine_pixels: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+_FEATURES: dict[tuple, KF.SIFTFeatureScaleSpace] = {}
+
+
+def _sift(num_features: int, device: torch.device) -> KF.SIFTFeatureScaleSpace:
+    key = (num_features, str(device))
+    if key not in _FEATURES:
+        _FEATURES[key] = KF.SIFTFeatureScaleSpace(
+            num_features=num_features, upright=True, rootsift=True, device=device, descriptor_backend="pyramid"
+        ).eval()
+    return _FEATURES[key]
+
+
+def _normalise(img: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Stretch each image to [0, 1] between its 1st and 99th valid percentiles (invalid -> 0)."""
+    out = torch.zeros_like(img)
+    for i in range(img.shape[0]):
+        v = img[i][valid[i]]
+        if v.numel() < 16:
+            continue
+        sample = v[torch.linspace(0, v.numel() - 1, min(v.numel(), 100_000), device=v.device).long()]
+        lo, hi = torch.quantile(sample.float(), torch.tensor([0.01, 0.99], device=v.device))
+        out[i] = ((img[i] - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1) * valid[i]
+    return out
+
+
+def _tiles(x: torch.Tensor, size: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Cut ``(C, H, W)`` into non-overlapping ``size`` tiles (the last row/column of tiles is padded
+    with zeros); returns ``(T, C, size, size)`` and the (row, col) offset of each tile."""
+    c, h, w = x.shape
+    nh, nw = math.ceil(h / size), math.ceil(w / size)
+    padded = F.pad(x, (0, nw * size - w, 0, nh * size - h))
+    tiles = padded.unfold(1, size, size).unfold(2, size, size)  # C, nh, nw, size, size
+    tiles = tiles.permute(1, 2, 0, 3, 4).reshape(nh * nw, c, size, size)
+    offsets = [(i * size, j * size) for i in range(nh) for j in range(nw)]
+    return tiles, offsets
+
+
+def match_keypoints(
+    reference: torch.Tensor, moving: torch.Tensor, ref_valid: torch.Tensor, mov_valid: torch.Tensor,
+    cfg: RegistrationConfig, mask_before_detection: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SIFT matches between two images cut into tiles.
+
+    Args:
+        reference, moving: ``(H, W)`` float images on one grid.
+        ref_valid, mov_valid: ``(H, W)`` bool.
+
+    Returns:
+        ``(p_ref (M, 2), p_mov (M, 2))`` matched positions (x, y) in pixels of the full images.
+    """
+    device = reference.device
+    imgs = _normalise(torch.stack([reference, moving]), torch.stack([ref_valid, mov_valid]))
+    size = min(cfg.tile_size, max(reference.shape))
+    tiles, offsets = _tiles(imgs, size)  # T, 2, s, s
+    masks, _ = _tiles(torch.stack([ref_valid, mov_valid]).to(imgs.dtype), size)
+    t = tiles.shape[0]
+    batch = tiles.transpose(0, 1).reshape(2 * t, 1, size, size)  # all reference tiles, then moving
+    mask = masks.transpose(0, 1).reshape(2 * t, 1, size, size) if mask_before_detection else None
+    sift = _sift(cfg.num_features, device)
+    with torch.inference_mode():
+        lafs, responses, descs = sift(batch, mask)
+    centres = KF.get_laf_center(lafs)  # 2T, N, 2 (x, y)
+    p_ref, p_mov = [], []
+    for k, (r0, c0) in enumerate(offsets):
+        a, b = k, t + k
+        keep_a, keep_b = responses[a] > 0, responses[b] > 0
+        if keep_a.sum() < 2 or keep_b.sum() < 2:
+            continue
+        _, idx = KF.match_smnn(descs[a][keep_a], descs[b][keep_b], th=cfg.ratio)
+        if idx.numel() == 0:
+            continue
+        offset = torch.tensor([c0, r0], device=device, dtype=centres.dtype)
+        p_ref.append(centres[a][keep_a][idx[:, 0]] + offset)
+        p_mov.append(centres[b][keep_b][idx[:, 1]] + offset)
+    if not p_ref:
+        empty = torch.zeros((0, 2), device=device)
+        return empty, empty
+    return torch.cat(p_ref), torch.cat(p_mov)
+
+
+def _valid_at(valid: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    h, w = valid.shape
+    col = p[:, 0].round().long()
+    row = p[:, 1].round().long()
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    out = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+    out[inside] = valid[row[inside], col[inside]]
+    return out
+
+
+def refine_translation(
+    reference: torch.Tensor, moving: torch.Tensor, ref_valid: torch.Tensor, mov_valid: torch.Tensor,
+    shift_px: tuple[float, float], iterations: int = 15, tol_px: float = 1e-3,
+) -> tuple[tuple[float, float], int]:
+    """Refine a translation by iteratively reweighted Gauss-Newton (Lucas-Kanade) over the overlap.
+
+    Model: ``reference(p) = a * moving(p + d) + b``; unknowns d (2), gain a and offset b; Tukey
+    weights on the residuals (scale from their MAD) reject what one image shows and the other does not.
+
+    Args:
+        reference, moving: ``(H, W)`` float32 images.
+        ref_valid, mov_valid: ``(H, W)`` bool.
+        shift_px: starting translation (dx, dy).
+
+    Returns:
+        ``((dx, dy), pixels used in the last iteration)``.
+    """
+    d = torch.tensor(shift_px, dtype=torch.float64)
+    ref = reference.double()
+    weights_scale = None
+    n_used = 0
+    for _ in range(iterations):
+        warped, ok = apply_shift(moving[None, None].double(), mov_valid[None, None], (float(d[0]), float(d[1])))
+        warped, ok = warped[0, 0], ok[0, 0] & ref_valid
+        # central-difference gradients of the warped image; invalid where a neighbour is invalid
+        gx = torch.zeros_like(warped)
+        gy = torch.zeros_like(warped)
+        gx[:, 1:-1] = (warped[:, 2:] - warped[:, :-2]) / 2
+        gy[1:-1, :] = (warped[2:, :] - warped[:-2, :]) / 2
+        okg = ok.clone()
+        okg[:, 1:-1] &= ok[:, 2:] & ok[:, :-2]
+        okg[1:-1, :] &= ok[2:, :] & ok[:-2, :]
+        okg[:, [0, -1]] = False
+        okg[[0, -1], :] = False
+        m = okg.flatten()
+        n_used = int(m.sum())
+        if n_used < 100:
+            break
+        A = torch.stack([warped.flatten()[m], torch.ones(n_used, dtype=torch.float64, device=ref.device),
+                         gx.flatten()[m], gy.flatten()[m]], dim=1)
+        y = ref.flatten()[m]
+        w = torch.ones_like(y)
+        for _irls in range(3):
+            sw = w.sqrt()
+            theta = torch.linalg.lstsq(A * sw[:, None], (y * sw)[:, None], driver="gels").solution[:, 0]
+            r = y - A @ theta
+            scale = 1.4826 * (r - r.median()).abs().median().clamp_min(1e-9)
+            weights_scale = scale
+            u = r / (4.685 * scale)
+            w = torch.where(u.abs() < 1, (1 - u**2) ** 2, torch.zeros_like(u))
+        a = theta[0]
+        # reference ~ a*warped + b + a*grad.delta  ->  theta[2:] = a * delta
+        delta = (theta[2:] / a).cpu()
+        d = d + delta
+        if delta.abs().max() < tol_px:
+            break
+    del weights_scale
+    return (float(d[0]), float(d[1])), n_used
+
+
+def register(
+    reference: torch.Tensor,
+    moving: torch.Tensor,
+    ref_valid: torch.Tensor | None = None,
+    mov_valid: torch.Tensor | None = None,
+    pixel_size: float = 10.0,
+    config: RegistrationConfig | None = None,
+) -> RegistrationResult:
+    """Estimate the global translation of ``moving`` with respect to ``reference``.
+
+    Both images must lie on the same pixel grid (same size, same geotransform up to the shift sought).
+
+    Args:
+        reference: ``(H, W)`` image (e.g. VENuS B3 downsampled to 10 m).
+        moving: ``(H, W)`` image (e.g. Sentinel-2 B2 at 10 m).
+        ref_valid, mov_valid: ``(H, W)`` bool validity masks (None: all valid).
+        pixel_size: pixel size in metres.
+        config: :class:`RegistrationConfig` (mode, thresholds).
+
+    Returns:
+        A :class:`RegistrationResult`; ``ok`` is False (with a ``reason``) when there are fewer than
+        ``min_matches`` matches or when they spread too much: the caller must not use such a shift.
+    """
+    cfg = config or RegistrationConfig()
+    if cfg.mode not in ("paper", "robust"):
+        raise ValueError(f"unknown registration mode {cfg.mode!r} (expected 'paper' or 'robust')")
+    check_shape(reference, 2, "reference")
+    check_shape(moving, 2, "moving")
+    if reference.shape != moving.shape:
+        raise ValueError(f"reference {tuple(reference.shape)} and moving {tuple(moving.shape)} differ in shape")
+    ref_valid = torch.ones_like(reference, dtype=torch.bool) if ref_valid is None else ref_valid.bool()
+    mov_valid = torch.ones_like(moving, dtype=torch.bool) if mov_valid is None else mov_valid.bool()
+    reference, moving = reference.float(), moving.float()
+
+    p_ref, p_mov = match_keypoints(reference, moving, ref_valid, mov_valid, cfg,
+                                   mask_before_detection=cfg.mode == "robust")
+    n_candidates = int(p_ref.shape[0])
+    keep = _valid_at(ref_valid, p_ref) & _valid_at(mov_valid, p_mov)
+    disp = (p_mov - p_ref)[keep]  # pixels, (x right, y down)
+    disp = disp[disp.norm(dim=1) * pixel_size <= cfg.max_distance_m]
+    n = int(disp.shape[0])
+
+    def to_m(v) -> tuple[float, float]:
+        return (float(v[0]) * pixel_size, -float(v[1]) * pixel_size)
+
+    if n == 0:
+        nan = (math.nan, math.nan)
+        return RegistrationResult(nan, nan, 0, n_candidates, nan, math.nan, cfg.mode, False,
+                                  f"no match within {cfg.max_distance_m} m ({n_candidates} candidates)")
+    median = disp.median(dim=0).values
+    spread = float(1.4826 * (disp - median).norm(dim=1).median()) * pixel_size
+
+    if cfg.mode == "paper":
+        est = disp.mean(dim=0)
+        mode = "paper"
+        n_used = n
+    else:
+        inliers = disp[(disp - median).norm(dim=1) <= cfg.inlier_px]
+        est = inliers.mean(dim=0) if inliers.shape[0] else median
+        n_used = int(inliers.shape[0])
+        mode = "robust"
+    sift_px = (float(est[0]), float(est[1]))
+    result = RegistrationResult(to_m(est), sift_px, n_used, n_candidates, to_m(median), spread, mode,
+                                sift_shift_m=to_m(est))
+    if n_used < cfg.min_matches:
+        result.ok = False
+        result.reason = f"too few matches: {n_used} < {cfg.min_matches} ({n_candidates} candidates)"
+        return result
+    if spread > cfg.max_spread_m:
+        result.ok = False
+        result.reason = f"matches too spread: {spread:.1f} m > {cfg.max_spread_m} m"
+        return result
+    if cfg.mode == "robust" and cfg.refine:
+        refined, used = refine_translation(reference, moving, ref_valid, mov_valid, sift_px, cfg.refine_iterations)
+        # the refinement starts from the match estimate: a jump larger than the inlier radius means it
+        # locked onto something else, keep the match estimate then
+        if math.hypot(refined[0] - sift_px[0], refined[1] - sift_px[1]) <= 2 * cfg.inlier_px and used >= 100:
+            result.shift_px = refined
+            result.shift_m = to_m(refined)
+            result.mode = "robust+refined"
+            result.refine_pixels = used
+        else:
+            log.warning("refinement moved %.2f px from the match estimate; kept the match estimate",
+                        math.hypot(refined[0] - sift_px[0], refined[1] - sift_px[1]))
+    return result
