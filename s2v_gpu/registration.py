@@ -52,6 +52,11 @@ class RegistrationConfig:
     refine: bool = True  # robust mode: Gauss-Newton refinement over the valid overlap
     refine_iterations: int = 15
     max_spread_m: float = 10.0  # robust spread of the matches above this: weak registration
+    #: Fewer matches than this fraction within ``inlier_px`` of the median (among the matches on valid
+    #: pixels, before the distance window): the matches do not agree, e.g. because the true shift lies
+    #: beyond ``max_distance_m`` and only outliers are left. Flags the pair in both modes (our addition;
+    #: 0 disables it).
+    min_inlier_fraction: float = 0.25
 
 
 @dataclass
@@ -282,22 +287,23 @@ def register(
     if n == 0:
         nan = (math.nan, math.nan)
         return RegistrationResult(nan, nan, 0, n_candidates, nan, math.nan, cfg.mode, False,
-                                  f"no match within {cfg.max_distance_m} m ({n_candidates} candidates)")
+                                  f"too few matches: none within {cfg.max_distance_m} m ({n_candidates} candidates)")
     median = disp.median(dim=0).values
     spread = float(1.4826 * (disp - median).norm(dim=1).median()) * pixel_size
 
+    inliers = disp[(disp - median).norm(dim=1) <= cfg.inlier_px]
+    inlier_fraction = inliers.shape[0] / max(1, int(keep.sum()))
     if cfg.mode == "paper":
         est = disp.mean(dim=0)
         mode = "paper"
         n_used = n
     else:
-        inliers = disp[(disp - median).norm(dim=1) <= cfg.inlier_px]
         est = inliers.mean(dim=0) if inliers.shape[0] else median
         n_used = int(inliers.shape[0])
         mode = "robust"
     sift_px = (float(est[0]), float(est[1]))
     result = RegistrationResult(to_m(est), sift_px, n_used, n_candidates, to_m(median), spread, mode,
-                                sift_shift_m=to_m(est))
+                                sift_shift_m=to_m(est), extra={"inlier_fraction": inlier_fraction})
     if n_used < cfg.min_matches:
         result.ok = False
         result.reason = f"too few matches: {n_used} < {cfg.min_matches} ({n_candidates} candidates)"
@@ -305,6 +311,11 @@ def register(
     if spread > cfg.max_spread_m:
         result.ok = False
         result.reason = f"matches too spread: {spread:.1f} m > {cfg.max_spread_m} m"
+        return result
+    if inlier_fraction < cfg.min_inlier_fraction:
+        result.ok = False
+        result.reason = (f"matches disagree: {inlier_fraction:.0%} within {cfg.inlier_px} px of their median "
+                         f"(< {cfg.min_inlier_fraction:.0%}); the shift may exceed {cfg.max_distance_m} m")
         return result
     if cfg.mode == "robust" and cfg.refine:
         refined, used = refine_translation(reference, moving, ref_valid, mov_valid, sift_px, cfg.refine_iterations)
@@ -315,6 +326,10 @@ def register(
             result.shift_m = to_m(refined)
             result.mode = "robust+refined"
             result.refine_pixels = used
+            if math.hypot(*result.shift_m) > cfg.max_distance_m:
+                result.ok = False
+                result.reason = (f"refined shift {math.hypot(*result.shift_m):.1f} m exceeds "
+                                 f"max_distance_m {cfg.max_distance_m} m")
         else:
             log.warning("refinement moved %.2f px from the match estimate; kept the match estimate",
                         math.hypot(refined[0] - sift_px[0], refined[1] - sift_px[1]))

@@ -15,22 +15,45 @@ import torch.nn.functional as F
 from .errors import check_shape
 
 
-def _shift_grid(b: int, h: int, w: int, shift_px: tuple[float, float], device, dtype) -> torch.Tensor:
-    """Sampling grid (B, H, W, 2) of ``grid_sample`` (align_corners=False) for out(p) = in(p + shift)."""
-    dx, dy = shift_px
-    xs = (torch.arange(w, device=device, dtype=dtype) + 0.5 + dx) * (2.0 / w) - 1.0
-    ys = (torch.arange(h, device=device, dtype=dtype) + 0.5 + dy) * (2.0 / h) - 1.0
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack((gx, gy), dim=-1).expand(b, h, w, 2)
+def sample_at(
+    image: torch.Tensor, valid: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resample an image at fractional pixel positions: bicubic ``grid_sample`` for the values,
+    nearest for the validity.
+
+    A sample is valid only if the 4x4 bicubic support it draws from lies inside the image and holds
+    only valid pixels (pixels pulled in from outside become invalid).
+
+    Args:
+        image: ``(B, C, H, W)`` float.
+        valid: ``(B, 1, H, W)`` or ``(B, H, W)`` bool.
+        cols, rows: ``(h, w)`` positions (pixel index units: 0 is the centre of the first pixel),
+            shared by the batch.
+
+    Returns:
+        ``(samples (B, C, h, w), valid (B, 1, h, w) bool)``; invalid samples hold 0.
+    """
+    check_shape(image, 4, "image")
+    if valid.dim() == 3:
+        valid = valid[:, None]
+    b, _, h, w = image.shape
+    grid = torch.stack(((cols + 0.5) * (2.0 / w) - 1.0, (rows + 0.5) * (2.0 / h) - 1.0), dim=-1)
+    grid = grid.to(image.dtype).expand(b, *cols.shape, 2)
+    filled = torch.where(valid, image, torch.zeros((), device=image.device, dtype=image.dtype))
+    out = F.grid_sample(filled, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
+    # the bicubic support of a sample is the 4 nearest pixels along each axis: dilate the invalid
+    # pixels by 2 and sample that with nearest
+    invalid = F.max_pool2d((~valid).to(image.dtype), kernel_size=5, stride=1, padding=2)
+    ok = F.grid_sample(1.0 - invalid, grid, mode="nearest", padding_mode="zeros", align_corners=False) > 0.5
+    inside = (cols >= 1) & (cols <= w - 2) & (rows >= 1) & (rows <= h - 2)
+    ok &= inside.to(ok.device)[None, None]
+    return out * ok, ok
 
 
 def apply_shift(
     image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resample an image at ``p + shift`` with bicubic ``grid_sample``; its validity with nearest.
-
-    A pixel is valid only if every pixel of the 4x4 bicubic support it draws from is valid and inside
-    the image (pixels pulled in from outside become invalid).
+    """Resample an image at ``p + shift`` (bicubic ``grid_sample``; validity with nearest).
 
     Args:
         image: ``(B, C, H, W)`` float.
@@ -38,33 +61,15 @@ def apply_shift(
         shift_px: (dx, dy) in pixels (see the module convention).
 
     Returns:
-        ``(shifted (B, C, H, W), valid (B, 1, H, W) bool)``.
+        ``(shifted (B, C, H, W), valid (B, 1, H, W) bool)``; see :func:`sample_at`.
     """
     check_shape(image, 4, "image")
-    if valid.dim() == 3:
-        valid = valid[:, None]
-    b, _, h, w = image.shape
-    grid = _shift_grid(b, h, w, shift_px, image.device, image.dtype)
-    filled = torch.where(valid, image, torch.zeros((), device=image.device, dtype=image.dtype))
-    out = F.grid_sample(filled, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
-    # invalid pixels spread over the 4x4 support of the bicubic kernel: dilate them by 2 px, then
-    # sample with nearest (padding zeros = invalid outside the image)
-    invalid = F.max_pool2d((~valid).to(image.dtype), kernel_size=5, stride=1, padding=2)
-    # the support of a sample at fractional position is the 4 nearest pixels in each direction: a
-    # 5x5 dilation sampled at the nearest pixel covers it
-    ok = F.grid_sample(1.0 - invalid, grid, mode="nearest", padding_mode="zeros", align_corners=False) > 0.5
-    # pixels closer than 2 px to the border draw from outside the image
-    ok &= _inside(h, w, shift_px, image.device)[None, None]
-    return out * ok, ok
-
-
-def _inside(h: int, w: int, shift_px: tuple[float, float], device) -> torch.Tensor:
-    dx, dy = shift_px
-    xs = torch.arange(w, device=device, dtype=torch.float64) + dx
-    ys = torch.arange(h, device=device, dtype=torch.float64) + dy
-    okx = (xs >= 1) & (xs <= w - 2)
-    oky = (ys >= 1) & (ys <= h - 2)
-    return oky[:, None] & okx[None, :]
+    h, w = image.shape[-2:]
+    dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
+    rows = torch.arange(h, device=image.device, dtype=dtype) + shift_px[1]
+    cols = torch.arange(w, device=image.device, dtype=dtype) + shift_px[0]
+    rr, cc = torch.meshgrid(rows, cols, indexing="ij")
+    return sample_at(image, valid, cc, rr)
 
 
 def downsample_bicubic_x2(image: torch.Tensor) -> torch.Tensor:

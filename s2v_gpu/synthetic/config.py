@@ -63,10 +63,12 @@ class SyntheticConfig:
     s2_margin_m: float = 400.0
     dates: list[SyntheticDate] = field(default_factory=_default_dates)
     seed: int = 0
+    #: Amplitude of the within-field textures (1: realistic; 0: flat fields).
+    texture: float = 1.0
     #: Gaussian noise (reflectance units) added to every band of both sensors.
     noise_std: float = 0.002
-    #: Fraction of pixels saturated in each band (SAT bit set).
-    saturated_fraction: float = 0.0005
+    #: Fraction of the built-up pixels (bright roofs) saturated in each band (SAT bit set).
+    saturated_fraction: float = 0.05
     #: Range of the per-band gain and offset of Sentinel-2 with respect to VENuS.
     gain_range: list[float] = field(default_factory=lambda: [0.9, 1.1])
     offset_range: list[float] = field(default_factory=lambda: [-0.01, 0.01])

@@ -84,7 +84,7 @@ def _finish(
     sat = np.zeros(shape, sat_dtype)
     saturated = {}
     for i, b in enumerate(bands):
-        s = (rng.random(shape) < cfg.saturated_fraction) & ~nodata
+        s = (rng.random(shape) < cfg.saturated_fraction) & rendered.built & ~nodata
         refl[i, s] = 1.25
         sat |= (s.astype(sat_dtype) << i)
         saturated[b] = s
@@ -128,7 +128,7 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
     rng = np.random.default_rng(cfg.seed)
     size_m = cfg.size_px * 5.0
     x0, y0 = cfg.origin
-    landscape = Landscape(cfg.seed, (x0 + size_m / 2, y0 - size_m / 2), size_m)
+    landscape = Landscape(cfg.seed, (x0 + size_m / 2, y0 - size_m / 2), size_m, texture=cfg.texture)
     site_bounds = (x0, y0 - size_m, x0 + size_m, y0)
 
     s2_bands = S2_GROUPS["R1"] + S2_GROUPS["R2"]
@@ -237,7 +237,13 @@ def _s2_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, gains, 
             return (gain * refl + offset) * factor, cls
 
         shape = (int(h_m / res), int(w_m / res))
-        sigmas = [mtf_sigma_m(S2_MTF[b], res) for b in bands]
+        # Sentinel-2 PSF: chosen so that its total blur (PSF then pixel integration) has the second
+        # moment of the VENuS total blur followed by the pipeline's MTF Gaussian; i.e. the synthetic
+        # truth satisfies the paper's MTF-matching assumption (its effective MTF at Nyquist is then a
+        # few % below the nominal value).
+        venus_var = mtf_sigma_m(cfg.venus_mtf, 5.0) ** 2 + 5.0**2 / 12
+        sigmas = [math.sqrt(max(mtf_sigma_m(S2_MTF[b], res) ** 2 + venus_var - res**2 / 12, (0.25 * res) ** 2))
+                  for b in bands]
         rendered = render(landscape, values, sigmas, (ulx, uly), res, shape, max(cfg.render_step_m, res / 4),
                           shift_m=tuple(d.shift_m), clouds=clouds, to_ground=to_ground)
         nodata = _corner(shape, 0.1 if d.s2_nodata_corner else 0.0, "top_left")

@@ -18,6 +18,7 @@ from ..bands import S2_WAVELENGTH, VENUS_WAVELENGTH
 #: Land-cover classes of the synthetic landscape.
 CLASSES = ("water", "forest", "crop_green", "crop_dry", "bare_soil", "grass", "built_up", "road")
 WATER = CLASSES.index("water")
+BUILT_UP = CLASSES.index("built_up")
 
 _ANCHORS_NM = np.array([420, 443, 490, 560, 620, 665, 705, 740, 783, 842, 865, 910, 1610, 2190], float)
 #: Surface reflectance of each class at the anchor wavelengths (typical library spectra, rounded).
@@ -61,6 +62,9 @@ class Landscape:
     origin: tuple[float, float]
     extent_m: float
     field_size_m: float = 120.0
+    #: Amplitude scale of the within-field textures (crop rows, tree crowns, building blocks); 0 gives
+    #: flat fields, whose only high frequencies are the field edges.
+    texture: float = 1.0
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(self.seed)
@@ -132,10 +136,10 @@ class Landscape:
         # crop rows: a field-specific orientation and period
         theta = self._hash(bi, bj, 5) * np.pi
         period = 18.0 + 20.0 * self._hash(bi, bj, 6)
-        rows = 1.0 + 0.12 * np.sin(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period)
+        rows = 1.0 + 0.12 * self.texture * np.sin(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period)
         texture = np.where(np.isin(cls, [CLASSES.index("crop_green"), CLASSES.index("crop_dry")]), rows, 1.0)
         # forest crowns: high-frequency, isotropic-ish texture
-        crowns = 1.0 + 0.18 * np.sin(2 * np.pi * x / 9.7 + 3 * key) * np.sin(2 * np.pi * y / 11.3 + 5 * key)
+        crowns = 1.0 + 0.18 * self.texture * np.sin(2 * np.pi * x / 9.7 + 3 * key) * np.sin(2 * np.pi * y / 11.3 + 5 * key)
         texture = np.where(cls == CLASSES.index("forest"), crowns, texture)
         # hedges between fields: darker vegetated borders
         hedge = border < 4.0
@@ -145,7 +149,7 @@ class Landscape:
         in_town = np.hypot(x - tx, y - ty) < tr
         block = (np.floor(x / 14.0) + np.floor(y / 17.0)) % 3
         cls = np.where(in_town, CLASSES.index("built_up"), cls)
-        texture = np.where(in_town, 0.7 + 0.35 * block, texture)
+        texture = np.where(in_town, 1.0 + self.texture * (0.35 * block - 0.3), texture)
 
         for rx, ry, theta, width in self.roads:
             d = np.abs((x - rx) * np.sin(theta) - (y - ry) * np.cos(theta))

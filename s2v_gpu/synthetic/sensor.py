@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .landscape import WATER, Landscape
+from .landscape import BUILT_UP, WATER, Landscape
 
 #: Maps sensor-CRS coordinates to ground (VENuS CRS) coordinates.
 ToGround = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -103,6 +103,7 @@ class Rendered:
     cloud: np.ndarray
     shadow: np.ndarray
     water: np.ndarray
+    built: np.ndarray
 
 
 def render(
@@ -144,6 +145,7 @@ def render(
     cloud = np.zeros((h, w), bool)
     shadow = np.zeros((h, w), bool)
     water = np.zeros((h, w), bool)
+    built = np.zeros((h, w), bool)
     x0, y0 = origin
     cols = x0 + (np.arange(-margin, w * nf + margin) + 0.5) * step
     for r0 in range(0, h, strip_rows):
@@ -181,10 +183,11 @@ def render(
         cloud[r0:r1] = block(alpha, "max") > 0.01
         shadow[r0:r1] = block(beta, "max") > 0.01
         water[r0:r1] = block((cls == WATER).astype(np.float64), "mean") > 0.5
+        built[r0:r1] = block((cls == BUILT_UP).astype(np.float64), "mean") > 0.5
     # the PSF spreads clouds over neighbouring pixels: flag them too (as MAJA's dilation does)
     cloud = _dilate(cloud)
     shadow = _dilate(shadow) & ~cloud
-    return Rendered(refl, cloud, shadow, water)
+    return Rendered(refl, cloud, shadow, water, built)
 
 
 def _dilate(mask: np.ndarray, radius: int = 1) -> np.ndarray:

@@ -1,0 +1,150 @@
+"""The common footprint of a pair and its nested 5 m / 10 m / 20 m grids; reading Sentinel-2 onto them.
+
+The common grid is the intersection of the two footprints, shrunk to whole 20 m cells of the VENuS
+grid: its origin is a VENuS pixel corner and its size a multiple of 4 VENuS pixels, so one 10 m pixel
+is exactly 2x2 VENuS pixels and one 20 m pixel 4x4. When Sentinel-2 is in another CRS (neighbouring
+UTM zone) or its grid is not aligned with these cells, it is resampled onto them (bicubic
+``grid_sample`` on the device; validity with nearest), reading only the source window needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from affine import Affine
+from rasterio.warp import transform as warp_transform
+from rasterio.warp import transform_bounds
+
+from .products.product import BandStack, Grid, MaskConfig, TheiaProduct
+from .resample import sample_at
+
+CELL_M = 20.0  # the coarsest resolution: the common grid is made of whole 20 m cells
+
+
+@dataclass(frozen=True)
+class CommonGrid:
+    """The common footprint on the VENuS grid: CRS, upper-left corner, size in 5 m pixels."""
+
+    crs: object
+    left: float
+    top: float
+    width: int
+    height: int
+
+    def at(self, res: float) -> Grid:
+        """The grid at ``res`` metres (5, 10 or 20) covering the same footprint."""
+        factor = int(round(res / 5.0))
+        return Grid(self.crs, Affine(res, 0.0, self.left, 0.0, -res, self.top), self.width // factor, self.height // factor)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return self.at(5.0).bounds
+
+    def expanded(self, res: float, margin_px: int) -> Grid:
+        """The grid at ``res`` grown by ``margin_px`` pixels on every side."""
+        g = self.at(res)
+        return Grid(self.crs, Affine(res, 0.0, self.left - margin_px * res, 0.0, -res, self.top + margin_px * res),
+                    g.width + 2 * margin_px, g.height + 2 * margin_px)
+
+
+def common_grid(venus: Grid, s2: Grid, min_size_px: int = 4) -> CommonGrid | None:
+    """Intersection of a VENuS footprint and a Sentinel-2 footprint, on whole 20 m cells of the VENuS grid.
+
+    Args:
+        venus: the VENuS (XS, 5 m) grid.
+        s2: a Sentinel-2 grid (any CRS).
+        min_size_px: smallest width/height (5 m pixels) worth keeping.
+
+    Returns:
+        The common grid, or None when the footprints do not overlap enough.
+    """
+    sl, sb, sr, st = s2.bounds
+    if s2.crs != venus.crs:
+        sl, sb, sr, st = transform_bounds(s2.crs, venus.crs, sl, sb, sr, st, densify_pts=21)
+    vl, vb, vr, vt = venus.bounds
+    left, right = max(vl, sl), min(vr, sr)
+    bottom, top = max(vb, sb), min(vt, st)
+    # snap inwards to whole 20 m cells counted from the VENuS origin
+    left = vl + math.ceil((left - vl) / CELL_M - 1e-9) * CELL_M
+    right = vl + math.floor((right - vl) / CELL_M + 1e-9) * CELL_M
+    top = vt - math.ceil((vt - top) / CELL_M - 1e-9) * CELL_M
+    bottom = vt - math.floor((vt - bottom) / CELL_M + 1e-9) * CELL_M
+    width, height = int(round((right - left) / 5.0)), int(round((top - bottom) / 5.0))
+    if width < min_size_px or height < min_size_px:
+        return None
+    return CommonGrid(venus.crs, left, top, width, height)
+
+
+def _aligned(src: Grid, target: Grid) -> bool:
+    if src.crs != target.crs or abs(src.res - target.res) > 1e-9:
+        return False
+    dx = (target.transform.c - src.transform.c) / src.res
+    dy = (src.transform.f - target.transform.f) / src.res
+    return abs(dx - round(dx)) < 1e-6 and abs(dy - round(dy)) < 1e-6
+
+
+def read_on_grid(
+    product: TheiaProduct, bands: tuple[str, ...], target: Grid, *, kind: str = "FRE",
+    masks: MaskConfig | None = None, device: torch.device | str = "cpu", coarse_step: int = 32,
+) -> BandStack:
+    """Read bands of one resolution group onto ``target`` (any CRS), reading only what is needed.
+
+    Aligned grids are read directly; otherwise the target pixel centres are mapped into the product
+    CRS (exactly on a coarse lattice every ``coarse_step`` pixels, bilinearly in between: UTM to UTM
+    is smooth to far below a millimetre at that scale) and resampled with :func:`sample_at`.
+
+    Returns:
+        A :class:`BandStack` on ``target``: ``reflectance`` ``(C, H, W)``, ``valid`` ``(H, W)``.
+    """
+    group = product.group_of(bands[0])
+    src = product.grid(group)
+    if _aligned(src, target):
+        return product.read(bands, target.bounds, kind=kind, masks=masks, device=device)
+
+    h, w = target.height, target.width
+    rows = np.unique(np.r_[np.arange(0, h, coarse_step), h - 1])
+    cols = np.unique(np.r_[np.arange(0, w, coarse_step), w - 1])
+    cc, rr = np.meshgrid(cols + 0.5, rows + 0.5)
+    x = target.transform.c + cc * target.res
+    y = target.transform.f - rr * target.res
+    if src.crs != target.crs:
+        x, y = (np.asarray(a).reshape(cc.shape) for a in warp_transform(target.crs, src.crs, x.ravel(), y.ravel()))
+    # source pixel positions (0 = centre of the first pixel of the source raster)
+    sc = (x - src.transform.c) / src.res - 0.5
+    sr = (src.transform.f - y) / src.res - 0.5
+    coarse = torch.from_numpy(np.stack([sc, sr])).to(device=device, dtype=torch.float64)[None]
+    # interpolate the coarse lattice to every target pixel (align_corners: lattice nodes are pixels)
+    full = _lattice_to_pixels(coarse, rows, cols, h, w)
+    c0 = int(math.floor(full[0].min().item())) - 3
+    r0 = int(math.floor(full[1].min().item())) - 3
+    c1 = int(math.ceil(full[0].max().item())) + 4
+    r1 = int(math.ceil(full[1].max().item())) + 4
+    left = src.transform.c + c0 * src.res
+    top = src.transform.f - r0 * src.res
+    window = (left, top - (r1 - r0) * src.res, left + (c1 - c0) * src.res, top)
+    stack = product.read(bands, window, kind=kind, masks=masks, device=device)
+    values, valid = sample_at(stack.reflectance[None], stack.valid[None], (full[0] - c0).float(),
+                              (full[1] - r0).float())
+    return BandStack(values[0], valid[0, 0], tuple(bands), target)
+
+
+def _lattice_to_pixels(coarse: torch.Tensor, rows: np.ndarray, cols: np.ndarray, h: int, w: int) -> torch.Tensor:
+    """Piecewise-linear interpolation of ``(1, 2, len(rows), len(cols))`` lattice values to ``(2, h, w)``."""
+    def weights(nodes: np.ndarray, n: int) -> torch.Tensor:
+        # (n, len(nodes)) linear interpolation matrix
+        m = np.zeros((n, len(nodes)))
+        for i in range(n):
+            k = min(np.searchsorted(nodes, i, side="right") - 1, len(nodes) - 2)
+            t = (i - nodes[k]) / (nodes[k + 1] - nodes[k])
+            m[i, k], m[i, k + 1] = 1 - t, t
+        return torch.from_numpy(m)
+
+    wr = weights(rows, h).to(coarse)
+    wc = weights(cols, w).to(coarse)
+    return torch.einsum("ik,bckl,jl->cij", wr, coarse, wc)
+
+
+__all__ = ["CommonGrid", "common_grid", "read_on_grid"]

@@ -1,0 +1,121 @@
+"""Pair selection (paper section 2.4): same-day VENuS and Sentinel-2 acquisitions of a site.
+
+Rules:
+
+- VENuS products of the site (name field), Sentinel-2 products acquired the same UTC day within
+  ``max_dt_minutes`` of it (30 min in the paper, where no pair exceeded it).
+- Duplicates (the same acquisition processed twice, e.g. ``V1-4`` and ``V2-2``): the newest
+  processing version is kept, the other is logged.
+- Several Sentinel-2 tiles over the site the same day (a site on a tile edge): the tile whose
+  footprint covers the largest part of the VENuS footprint is kept (one pair per date, as in the
+  published dataset, whose pair id holds one tile); ties go to the smaller |dt|, then the tile name.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rasterio.warp import transform_bounds
+
+from .errors import S2VError
+from .products.naming import ProductName
+from .products.product import Grid, TheiaProduct
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PairingConfig:
+    max_dt_minutes: float = 30.0
+
+
+@dataclass
+class Pair:
+    """A same-day VENuS / Sentinel-2 pair.
+
+    ``dt_minutes`` is the Sentinel-2 time minus the VENuS time (negative: VENuS acquired later, as in
+    the paper's Figure 7).
+    """
+
+    site: str
+    venus: Path
+    s2: Path
+    venus_name: ProductName
+    s2_name: ProductName
+    dt_minutes: float
+    candidates: list[str] = field(default_factory=list)
+
+    @property
+    def tile(self) -> str:
+        return self.s2_name.zone
+
+    @property
+    def date(self) -> str:
+        return self.venus_name.acquired.strftime("%Y-%m-%d")
+
+    @property
+    def pair_id(self) -> str:
+        """``{site}_{mgrs_tile}_{YYYY-MM-DD}`` (paper section 3.3)."""
+        return f"{self.site}_{self.tile}_{self.date}"
+
+
+def _newest(products: list[tuple[Path, ProductName]], key) -> list[tuple[Path, ProductName]]:
+    best: dict = {}
+    for path, name in products:
+        k = key(name)
+        if k in best and best[k][1].version >= name.version:
+            log.info("duplicate product %s: keeping the newer %s", path, best[k][0].name)
+            continue
+        if k in best:
+            log.info("duplicate product %s: keeping the newer %s", best[k][0], path.name)
+        best[k] = (path, name)
+    return sorted(best.values(), key=lambda item: item[1].acquired)
+
+
+def _coverage(venus: Grid, s2_path: Path) -> float:
+    try:
+        g = TheiaProduct(s2_path, require_metadata=False).grid("R1")
+    except (S2VError, OSError) as exc:
+        log.warning("cannot read the footprint of %s: %s", s2_path, exc)
+        return -1.0
+    sl, sb, sr, st = g.bounds if g.crs == venus.crs else transform_bounds(g.crs, venus.crs, *g.bounds)
+    vl, vb, vr, vt = venus.bounds
+    return max(0.0, min(vr, sr) - max(vl, sl)) * max(0.0, min(vt, st) - max(vb, sb))
+
+
+def find_pairs(products: list[tuple[Path, ProductName]], site: str, cfg: PairingConfig | None = None) -> list[Pair]:
+    """Same-day pairs of ``site`` among ``products`` (from :func:`s2v_gpu.products.find_products`)."""
+    cfg = cfg or PairingConfig()
+    venus = _newest([p for p in products if p[1].sensor == "VENUS" and p[1].zone == site],
+                    key=lambda n: n.acquired)
+    s2 = _newest([p for p in products if p[1].sensor == "SENTINEL2"], key=lambda n: (n.zone, n.acquired))
+    pairs = []
+    for vpath, vname in venus:
+        same_day = []
+        for spath, sname in s2:
+            if sname.acquired.date() != vname.acquired.date():
+                continue
+            dt = (sname.acquired - vname.acquired).total_seconds() / 60.0
+            if abs(dt) <= cfg.max_dt_minutes:
+                same_day.append((spath, sname, dt))
+        if not same_day:
+            continue
+        chosen = same_day[0]
+        if len(same_day) > 1:
+            try:
+                vgrid = TheiaProduct(vpath, require_metadata=False).grid("XS")
+            except (S2VError, OSError) as exc:
+                log.warning("cannot read the footprint of %s: %s", vpath, exc)
+                vgrid = None
+            if vgrid is not None:
+                chosen = max(same_day, key=lambda c: (_coverage(vgrid, c[0]), -abs(c[2]), c[1].zone))
+        pairs.append(Pair(site, vpath, chosen[0], vname, chosen[1], chosen[2],
+                          candidates=[c[0].name for c in same_day]))
+    return pairs
+
+
+def sites_in(products: list[tuple[Path, ProductName]]) -> list[str]:
+    """The VENuS sites present among the products."""
+    return sorted({n.zone for _, n in products if n.sensor == "VENUS"})

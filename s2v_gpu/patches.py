@@ -1,0 +1,65 @@
+"""Patchification (paper section 2.5.3): triplets of 256 / 128 / 64 pixel patches on the common grid.
+
+Patches do not overlap and are numbered row by row from the upper-left corner of the common grid;
+a triplet is kept only if every pixel of its three patches is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ShapeError, check_shape
+
+
+@dataclass
+class PatchConfig:
+    size_5m: int = 256  # VENuS patch (paper); the 10 m and 20 m patches are 1/2 and 1/4 of it
+
+
+def to_patches(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Cut ``(C, H, W)`` into non-overlapping ``size`` patches, row by row; a remainder is dropped.
+
+    Returns:
+        ``(N, C, size, size)`` with N = (H // size) * (W // size).
+    """
+    check_shape(image, 3, "image")
+    c, h, w = image.shape
+    nh, nw = h // size, w // size
+    x = image[:, : nh * size, : nw * size].reshape(c, nh, size, nw, size)
+    return x.permute(1, 3, 0, 2, 4).reshape(nh * nw, c, size, size)
+
+
+def patch_grid_shape(height_5m: int, width_5m: int, size_5m: int) -> tuple[int, int]:
+    return height_5m // size_5m, width_5m // size_5m
+
+
+def valid_triplets(valid_5m: torch.Tensor, valid_10m: torch.Tensor, valid_20m: torch.Tensor, size_5m: int) -> torch.Tensor:
+    """Which triplets hold only valid pixels.
+
+    Args:
+        valid_5m: ``(H, W)`` bool; valid_10m ``(H/2, W/2)``; valid_20m ``(H/4, W/4)``.
+        size_5m: the 5 m patch size (a multiple of 4).
+
+    Returns:
+        ``(N,)`` bool, in patch order.
+    """
+    if size_5m % 4:
+        raise ShapeError(f"the 5 m patch size must be a multiple of 4, got {size_5m}")
+    h, w = valid_5m.shape
+    if valid_10m.shape != (h // 2, w // 2) or valid_20m.shape != (h // 4, w // 4):
+        raise ShapeError(f"validity masks {tuple(valid_5m.shape)}, {tuple(valid_10m.shape)}, "
+                         f"{tuple(valid_20m.shape)} are not nested 5/10/20 m grids")
+    ok = to_patches(valid_5m[None], size_5m).flatten(1).all(1)
+    ok &= to_patches(valid_10m[None], size_5m // 2).flatten(1).all(1)
+    ok &= to_patches(valid_20m[None], size_5m // 4).flatten(1).all(1)
+    return ok
+
+
+def patch_bounds(left: float, top: float, height_5m: int, width_5m: int, size_5m: int) -> list[tuple[float, float, float, float]]:
+    """(left, bottom, right, top) of every patch, in patch order, in the common grid's CRS."""
+    nh, nw = patch_grid_shape(height_5m, width_5m, size_5m)
+    side = size_5m * 5.0
+    return [(left + j * side, top - (i + 1) * side, left + (j + 1) * side, top - i * side)
+            for i in range(nh) for j in range(nw)]

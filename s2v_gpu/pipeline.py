@@ -1,0 +1,204 @@
+"""One pair through every stage: read, grids, register, shift, patches, fit, select, outliers.
+
+I/O happens at the start (products in); everything after the reads is a tensor function on one
+device. The result holds the four int16-ready tensors of the SEN2VENuS layout and the statistics the
+run records.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .bands import GROUP_10M, GROUP_20M
+from .errors import S2VError
+from .grids import CommonGrid, common_grid, read_on_grid
+from .mtf import band_sigmas_px, mtf_downsample
+from .pairing import Pair
+from .patches import PatchConfig, patch_bounds, to_patches, valid_triplets
+from .products.product import MaskConfig, TheiaProduct
+from .radiometry import RadiometryConfig, apply_linear, fit_linear, patch_rmse, sample_pixels, stack_padded
+from .registration import RegistrationConfig, RegistrationResult, register
+from .resample import apply_shift, downsample_bicubic_x2
+from .selection import SelectionConfig, pair_generator, select_random
+
+log = logging.getLogger(__name__)
+
+VENUS_BANDS_READ = ("B3", "B4", "B7", "B8", "B9", "B10", "B11")
+
+
+class PairSkipped(S2VError, RuntimeError):
+    """A pair cannot give patches (no overlap, weak registration, no valid patch...); the reason says why."""
+
+
+@dataclass
+class PipelineConfig:
+    """Every threshold of the method; defaults are the paper's values."""
+
+    reflectance: str = "FRE"  # FRE (slope-corrected) or SRE
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    patches: PatchConfig = field(default_factory=PatchConfig)
+    radiometry: RadiometryConfig = field(default_factory=RadiometryConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    seed: int = 0
+
+
+@dataclass
+class PairResult:
+    """Patches and statistics of one pair. Tensors are float reflectance on the pipeline's device:
+    ``v05_10`` (n, 4, 256, 256) fitted VENuS for S2 B2 B3 B4 B8, ``s2_10`` (n, 4, 128, 128),
+    ``v05_20`` (n, 4, 256, 256) fitted VENuS for S2 B5 B6 B7 B8A, ``s2_20`` (n, 4, 64, 64)."""
+
+    pair: Pair
+    v05_10: torch.Tensor
+    s2_10: torch.Tensor
+    v05_20: torch.Tensor
+    s2_20: torch.Tensor
+    patch_index: list[int]
+    bounds: list[tuple[float, float, float, float]]
+    crs: object
+    registration: RegistrationResult
+    w_10: torch.Tensor
+    w_20: torch.Tensor
+    stats: dict
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu") -> PairResult:
+    """Run every stage on one pair.
+
+    Raises:
+        PairSkipped: the pair gives no patch (the message says why).
+        S2VError / OSError: a product is broken (missing file, unreadable raster, bad metadata).
+    """
+    device = torch.device(device)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        _sync(device)
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock
+        clock = now
+
+    venus = TheiaProduct(pair.venus)
+    s2 = TheiaProduct(pair.s2)
+    grid = common_grid(venus.grid("XS"), s2.grid("R1"), min_size_px=cfg.patches.size_5m)
+    if grid is None:
+        raise PairSkipped(f"{pair.pair_id}: the footprints of {pair.venus.name} and {pair.s2.name} do not overlap "
+                          f"by one {cfg.patches.size_5m}-pixel patch")
+    margin = int(math.ceil(cfg.registration.max_distance_m / 10.0)) + 3  # 10 m pixels read around the grid
+    kind, masks = cfg.reflectance, cfg.masks
+    v = read_on_grid(venus, VENUS_BANDS_READ, grid.at(5.0), kind=kind, masks=masks, device=device)
+    s10 = read_on_grid(s2, GROUP_10M["s2"], grid.expanded(10.0, margin), kind=kind, masks=masks, device=device)
+    s20 = read_on_grid(s2, GROUP_20M["s2"], grid.expanded(20.0, margin // 2 + 1), kind=kind, masks=masks,
+                       device=device)
+    lap("read")
+    if not v.valid.any():
+        raise PairSkipped(f"{pair.pair_id}: no valid VENuS pixel in the common footprint ({pair.venus.name})")
+    if not s10.valid.any():
+        raise PairSkipped(f"{pair.pair_id}: no valid Sentinel-2 pixel in the common footprint ({pair.s2.name})")
+
+    # --- registration on 10 m blue: VENuS B3 (bicubic x2 down) vs Sentinel-2 B2
+    ref = downsample_bicubic_x2(v.reflectance[None, :1])[0, 0]
+    ref_valid = F.max_pool2d((~v.valid)[None, None].float(), 2)[0, 0] == 0
+    h10, w10 = grid.height // 2, grid.width // 2
+    mov = s10.reflectance[0, margin:margin + h10, margin:margin + w10]
+    mov_valid = s10.valid[margin:margin + h10, margin:margin + w10]
+    reg = register(ref, mov, ref_valid, mov_valid, 10.0, cfg.registration)
+    lap("register")
+    if not reg.ok:
+        raise PairSkipped(f"{pair.pair_id}: registration refused: {reg.reason}")
+
+    # --- shift Sentinel-2 onto VENuS (10 m and 20 m), then crop the margins
+    dx, dy = reg.shift_px
+    r10, ok10 = apply_shift(s10.reflectance[None], s10.valid[None], (dx, dy))
+    m20 = margin // 2 + 1
+    r20, ok20 = apply_shift(s20.reflectance[None], s20.valid[None], (dx / 2, dy / 2))
+    r10, ok10 = r10[0, :, margin:margin + h10, margin:margin + w10], ok10[0, 0, margin:margin + h10, margin:margin + w10]
+    h20, w20 = grid.height // 4, grid.width // 4
+    r20, ok20 = r20[0, :, m20:m20 + h20, m20:m20 + w20], ok20[0, 0, m20:m20 + h20, m20:m20 + w20]
+    lap("shift")
+
+    # --- patches and their validity
+    size = cfg.patches.size_5m
+    valid = valid_triplets(v.valid, ok10, ok20, size)
+    n_total = int(valid.numel())
+    candidates = torch.nonzero(valid).flatten()
+    if candidates.numel() == 0:
+        raise PairSkipped(f"{pair.pair_id}: no valid patch out of {n_total}")
+    vp = to_patches(v.reflectance, size)[candidates]  # K, 7, 256, 256
+    sp10 = to_patches(r10, size // 2)[candidates]
+    sp20 = to_patches(r20, size // 4)[candidates]
+    lap("patchify")
+
+    # --- MTF-matched downsampling of VENuS to S2 resolution
+    i10 = [VENUS_BANDS_READ.index(b) for b in GROUP_10M["venus"]]
+    i20 = [VENUS_BANDS_READ.index(b) for b in GROUP_20M["venus"]]
+    sig10 = band_sigmas_px(GROUP_10M["s2"], 10.0)
+    sig20 = band_sigmas_px(GROUP_20M["s2"], 20.0)
+    v10 = mtf_downsample(vp[:, i10], sig10, 2)
+    v20 = mtf_downsample(vp[:, i20], sig20, 4)
+    lap("mtf")
+
+    # --- radiometric fit, both groups in one batched lstsq
+    rc = cfg.radiometry
+    pre = torch.sqrt((patch_rmse(v10, sp10) ** 2 * 4 + patch_rmse(v20, sp20) ** 2 * 4) / 8)
+    fit_keep = pre <= rc.fit_max_rmse
+    if not fit_keep.any():
+        raise PairSkipped(f"{pair.pair_id}: every valid patch has RMSE > {rc.fit_max_rmse} before the fit")
+    gen = pair_generator(cfg.seed, pair.pair_id)
+    a10, b10 = sample_pixels(v10, sp10, fit_keep, rc.n_pixels, gen)
+    a20, b20 = sample_pixels(v20, sp20, fit_keep, rc.n_pixels, gen)
+    try:
+        w = fit_linear(*stack_padded([a10, a20], [b10, b20]), rc)
+    except S2VError as exc:
+        raise PairSkipped(f"{pair.pair_id}: {exc}") from exc
+    w10, w20 = w[0], w[1]
+    lap("fit")
+
+    # --- random selection, then outlier removal on the 10 m group
+    sc = cfg.selection
+    chosen = select_random(torch.arange(candidates.numel(), device=device), sc.max_patches, gen)
+    fitted10 = apply_linear(vp[chosen][:, i10], w10)
+    rmse = patch_rmse(mtf_downsample(fitted10, sig10, 2), sp10[chosen])
+    keep = rmse <= sc.outlier_rmse
+    final = chosen[keep]
+    lap("select")
+    if final.numel() == 0:
+        raise PairSkipped(f"{pair.pair_id}: every selected patch is an outlier (RMSE > {sc.outlier_rmse})")
+    fitted20 = apply_linear(vp[final][:, i20], w20)
+    patch_ids = candidates[final].tolist()
+    all_bounds = patch_bounds(grid.left, grid.top, grid.height, grid.width, size)
+    stats = {
+        "patches_total": n_total,
+        "patches_valid": int(candidates.numel()),
+        "dropped_invalid": n_total - int(candidates.numel()),
+        "fit_excluded": int((~fit_keep).sum()),
+        "dropped_selection": int(candidates.numel() - chosen.numel()),
+        "dropped_outlier": int((~keep).sum()),
+        "patches_kept": int(final.numel()),
+        "fit_pixels_10m": int(a10.shape[0]),
+        "fit_pixels_20m": int(a20.shape[0]),
+        "common_grid": [grid.left, grid.top, grid.width, grid.height],
+        "timings": timings,
+    }
+    return PairResult(
+        pair=pair, v05_10=fitted10[keep], s2_10=sp10[final], v05_20=fitted20, s2_20=sp20[final],
+        patch_index=patch_ids, bounds=[all_bounds[i] for i in patch_ids], crs=grid.crs, registration=reg,
+        w_10=w10, w_20=w20, stats=stats,
+    )
+
+
+__all__ = ["CommonGrid", "PairResult", "PairSkipped", "PipelineConfig", "process_pair"]

@@ -1,0 +1,99 @@
+"""Radiometric harmonisation of VENuS to Sentinel-2 (paper section 2.5.4), batched over band groups.
+
+For each pair and band group, ``S = V W`` with ``V = [1, VENuS bands at S2 resolution]`` (n x 5) for n
+random valid pixels and ``S`` the Sentinel-2 bands (n x 4); ``W`` (5 x 4) is solved with
+``torch.linalg.lstsq`` (driver ``gels`` on every device, so CPU and CUDA solve the same problem;
+degenerate systems are refused beforehand). Patches whose RMSE exceeds ``fit_max_rmse`` are left out
+of the fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import S2VError, check_shape
+
+
+@dataclass
+class RadiometryConfig:
+    fit_max_rmse: float = 0.2  # paper: patches with a global RMSE above this are not fitted
+    n_pixels: int = 100_000  # random valid pixels per fit
+    min_pixels: int = 1000  # fewer: the fit is refused
+    min_band_std: float = 1e-4  # a (nearly) constant band makes the system rank-deficient
+
+
+class FitError(S2VError, RuntimeError):
+    """The radiometric fit is degenerate (too few pixels, constant bands)."""
+
+
+def patch_rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """RMSE over channels and pixels of each patch: ``(N, C, H, W)`` x2 -> ``(N,)``."""
+    check_shape(a, 4, "a")
+    return (a - b).pow(2).flatten(1).mean(1).sqrt()
+
+
+def sample_pixels(v: torch.Tensor, s: torch.Tensor, keep: torch.Tensor, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random pixels (without replacement) of the kept patches.
+
+    Args:
+        v, s: ``(N, C, H, W)`` VENuS at S2 resolution and Sentinel-2.
+        keep: ``(N,)`` bool.
+        generator: a CPU generator (the same draw on every device).
+
+    Returns:
+        ``(v (n', C), s (n', C))`` with n' = min(n, available pixels).
+    """
+    v = v[keep].permute(0, 2, 3, 1).reshape(-1, v.shape[1])
+    s = s[keep].permute(0, 2, 3, 1).reshape(-1, s.shape[1])
+    total = v.shape[0]
+    idx = torch.randperm(total, generator=generator)[: min(n, total)].to(v.device)
+    return v[idx], s[idx]
+
+
+def stack_padded(vs: list[torch.Tensor], ss: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack fits of different pixel counts into one batch: rows of zeros are appended (a zero row of
+    ``[1, v]`` and ``s`` is left out by :func:`fit_linear` through ``counts``).
+
+    Returns:
+        ``(v (B, n_max, C), s (B, n_max, D), counts (B,))``.
+    """
+    n = max(v.shape[0] for v in vs)
+    counts = torch.tensor([v.shape[0] for v in vs])
+    pad = lambda t: torch.cat([t, t.new_zeros((n - t.shape[0], t.shape[1]))])  # noqa: E731
+    return torch.stack([pad(v) for v in vs]), torch.stack([pad(s) for s in ss]), counts
+
+
+def fit_linear(v: torch.Tensor, s: torch.Tensor, counts: torch.Tensor | None, cfg: RadiometryConfig) -> torch.Tensor:
+    """Least squares ``[1, v] W = s``, batched.
+
+    Args:
+        v: ``(B, n, C)`` source (VENuS) pixels; s: ``(B, n, D)`` target (Sentinel-2) pixels.
+        counts: ``(B,)`` number of real rows of each fit (the rest is zero padding), None: all n.
+
+    Returns:
+        ``W`` of shape ``(B, C + 1, D)``, float64: row 0 is the bias.
+
+    Raises:
+        FitError: fewer than ``min_pixels`` pixels or a (nearly) constant band.
+    """
+    check_shape(v, 3, "v")
+    b, n, _ = v.shape
+    counts = torch.full((b,), n) if counts is None else counts
+    if int(counts.min()) < cfg.min_pixels:
+        raise FitError(f"radiometric fit on {int(counts.min())} pixels, fewer than {cfg.min_pixels}")
+    rows = (torch.arange(n)[None, :] < counts[:, None]).to(v.device)  # B, n
+    for i in range(b):
+        std = torch.cat([v[i], s[i]], dim=1)[rows[i]].double().std(dim=0)
+        if (std < cfg.min_band_std).any():
+            raise FitError(f"radiometric fit with a constant band (std {std.min().item():.2e})")
+    # padded rows are all zeros, bias included: they add nothing to ||[1, v] W - s||
+    a = torch.cat([rows[..., None].to(v.dtype), v], dim=2).double()
+    return torch.linalg.lstsq(a, s.double(), driver="gels").solution
+
+
+def apply_linear(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Apply ``W`` (C+1, D) to ``(N, C, H, W)`` images -> ``(N, D, H, W)`` (same dtype as v)."""
+    w = w.to(v.dtype)
+    return torch.einsum("nchw,cd->ndhw", v, w[1:]) + w[0][None, :, None, None]
