@@ -1,0 +1,196 @@
+"""Stage functions against references: MTF blur, shifts, patches, radiometric fit, selection, pairing."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from s2v_gpu.bands import S2_MTF, mtf_sigma_m
+from s2v_gpu.errors import ShapeError
+from s2v_gpu.mtf import band_sigmas_px, centred_gaussian_kernel, mtf_downsample
+from s2v_gpu.pairing import PairingConfig, find_pairs
+from s2v_gpu.patches import patch_bounds, to_patches, valid_triplets
+from s2v_gpu.products import parse_product_name
+from s2v_gpu.radiometry import FitError, RadiometryConfig, apply_linear, fit_linear, stack_padded
+from s2v_gpu.resample import apply_shift, downsample_bicubic_x2
+from s2v_gpu.selection import pair_generator, select_random
+
+
+def test_mtf_sigma_formula():
+    # sigma = res / pi * sqrt(-2 ln MTF)
+    assert mtf_sigma_m(0.304, 10.0) == pytest.approx(10 / np.pi * np.sqrt(-2 * np.log(0.304)))
+    assert band_sigmas_px(["B2"], 10.0)[0] == pytest.approx(mtf_sigma_m(S2_MTF["B2"], 10.0) / 5.0)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_mtf_downsample_matches_scipy(device, factor):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(0)
+    img = rng.random((2, 64, 64)).astype(np.float64)
+    sigmas = [1.3, 2.2] if factor == 2 else [3.1, 1.9]
+    out = mtf_downsample(torch.from_numpy(img)[None].to(device), sigmas, factor)[0].cpu().numpy()
+    for c, s in enumerate(sigmas):
+        k = centred_gaussian_kernel(s, factor, dtype=torch.float64).numpy()
+        # scipy reference: full-resolution separable correlation with the same taps, 'reflect' borders
+        # (scipy's 'reflect' = edge sample repeated = torch's 'symmetric'; compare the interior, where
+        # borders do not reach), then sampling at the block centres
+        ref = ndimage.correlate1d(img[c], k, axis=1, mode="reflect", origin=-1 if len(k) % 2 == 0 else 0)
+        ref = ndimage.correlate1d(ref, k, axis=0, mode="reflect", origin=-1 if len(k) % 2 == 0 else 0)
+        # an even kernel centred between pixels i-1 and i (scipy origin -1 puts it between i and i+1):
+        # the block [i*f, (i+1)*f) has its centre between pixels i*f + f/2 - 1 and i*f + f/2
+        ref = ref[factor // 2 - 1::factor, factor // 2 - 1::factor]
+        margin = len(k) // factor + 1
+        np.testing.assert_allclose(out[c, margin:-margin, margin:-margin], ref[margin:-margin, margin:-margin],
+                                   atol=1e-5, rtol=0)
+
+
+def test_downsampling_has_no_half_pixel_offset(device):
+    """A linear ramp sampled at the centre of 2x2 (4x4) blocks stays a ramp through those centres."""
+    cols = torch.arange(64, dtype=torch.float64, device=device)
+    ramp = cols.expand(64, 64)[None, None]
+    for factor, out in ((2, downsample_bicubic_x2(ramp)), (4, mtf_downsample(ramp, [2.0], 4)),
+                        (2, mtf_downsample(ramp, [1.5], 2))):
+        expected = torch.arange(out.shape[-1], dtype=torch.float64, device=device) * factor + (factor - 1) / 2
+        inner = slice(4, -4)
+        torch.testing.assert_close(out[0, 0, 10, inner], expected[inner], atol=1e-6, rtol=0)
+
+
+def test_apply_shift_integer_is_exact_and_pulls_invalid_from_outside(device):
+    x = torch.rand(1, 3, 40, 50, generator=torch.Generator().manual_seed(1)).to(device)
+    valid = torch.ones(1, 40, 50, dtype=torch.bool, device=device)
+    out, ok = apply_shift(x, valid, (3.0, -2.0))
+    # out(p) = x(p + (3, -2)): row r, col c <- row r - 2, col c + 3
+    torch.testing.assert_close(out[0, :, 5:30, 5:40], x[0, :, 3:28, 8:43], atol=1e-5, rtol=0)
+    assert not ok[0, 0, :2].any() and not ok[0, 0, :, -3:].any()  # pulled in from outside
+    assert ok[0, 0, 2:, :-3].all()  # an integer shift uses one tap: nothing else is lost
+
+
+def test_apply_shift_subpixel_interpolates(device):
+    xs = torch.arange(32, dtype=torch.float64, device=device)
+    img = (0.5 * xs + 0.01 * xs**2).expand(32, 32)[None, None]
+    out, ok = apply_shift(img, torch.ones(1, 32, 32, dtype=torch.bool, device=device), (0.3, 0.0))
+    # Keys cubic reproduces polynomials up to degree 2 exactly
+    x = xs[5:25] + 0.3
+    torch.testing.assert_close(out[0, 0, 10, 5:25], 0.5 * x + 0.01 * x**2, atol=1e-9, rtol=0)
+    # PyTorch's grid_sample bicubic (a = -0.75) does not: 0.04 px off on a ramp at 0.3 px
+    ramp = (0.5 * xs).expand(32, 32)[None, None]
+    gs, _ = apply_shift(ramp, torch.ones(1, 32, 32, dtype=torch.bool, device=device), (0.3, 0.0), method="grid_sample")
+    err = (gs[0, 0, 10, 5:25] - 0.5 * (xs[5:25] + 0.3)).abs().max() / 0.5
+    assert 0.02 < err < 0.06
+
+
+def test_apply_shift_invalid_pixels_spread_over_the_bicubic_support(device):
+    valid = torch.ones(1, 30, 30, dtype=torch.bool, device=device)
+    valid[0, 15, 15] = False
+    _, ok = apply_shift(torch.zeros(1, 1, 30, 30, device=device), valid, (0.4, 0.4))
+    bad = (~ok[0, 0]).nonzero().tolist()
+    # samples at p + 0.4 draw from pixels floor(p+0.4)-1 .. floor(p+0.4)+2: p in 13..15 touches 15
+    for r in range(13, 16):
+        for c in range(13, 16):
+            assert [r, c] in bad
+
+
+def test_patches_order_and_validity(device):
+    img = torch.arange(8 * 12, dtype=torch.float32, device=device).reshape(1, 8, 12)
+    p = to_patches(img, 4)
+    assert p.shape == (6, 1, 4, 4)
+    torch.testing.assert_close(p[1, 0], img[0, 0:4, 4:8])
+    torch.testing.assert_close(p[3, 0], img[0, 4:8, 0:4])
+    v5 = torch.ones(16, 24, dtype=torch.bool, device=device)
+    v10 = torch.ones(8, 12, dtype=torch.bool, device=device)
+    v20 = torch.ones(4, 6, dtype=torch.bool, device=device)
+    v5[1, 1] = False  # patch 0
+    v10[7, 11] = False  # patch 5
+    v20[0, 3] = False  # patch 2 (cols 2..3 of the 20 m grid hold patch 1? no: 2 px per 20 m patch)
+    ok = valid_triplets(v5, v10, v20, 8)
+    assert ok.tolist() == [False, False, True, True, True, False]
+    with pytest.raises(ShapeError):
+        valid_triplets(v5, v10[:4], v20, 8)
+    b = patch_bounds(100.0, 1000.0, 16, 24, 8)
+    assert b[0] == (100.0, 960.0, 140.0, 1000.0) and b[4] == (140.0, 920.0, 180.0, 960.0)
+
+
+def test_fit_recovers_a_known_linear_map(device):
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(2, 5000, 4, generator=g, dtype=torch.float64).to(device) * 0.4
+    w_true = torch.randn(2, 5, 4, generator=g, dtype=torch.float64).to(device) * 0.1
+    w_true[:, 1:] += torch.eye(4, dtype=torch.float64, device=device)
+    s = torch.cat([torch.ones_like(v[..., :1]), v], 2) @ w_true
+    w = fit_linear(v, s, None, RadiometryConfig())
+    torch.testing.assert_close(w, w_true, atol=1e-9, rtol=0)
+    # padding one fit with zero rows changes nothing
+    vp, sp, counts = stack_padded([v[0], v[1, :3000]], [s[0], s[1, :3000]])
+    wp = fit_linear(vp, sp, counts, RadiometryConfig())
+    torch.testing.assert_close(wp, w_true, atol=1e-9, rtol=0)
+    img = torch.rand(3, 4, 8, 8, dtype=torch.float64, device=device)
+    out = apply_linear(img, w_true[0])
+    expected = torch.einsum("nchw,cd->ndhw", img, w_true[0, 1:]) + w_true[0, 0][None, :, None, None]
+    torch.testing.assert_close(out, expected)
+
+
+def test_degenerate_fits_are_refused():
+    cfg = RadiometryConfig(min_pixels=100)
+    v = torch.rand(1, 50, 4, dtype=torch.float64)
+    with pytest.raises(FitError, match="fewer than 100"):
+        fit_linear(v, v, None, cfg)
+    v = torch.rand(1, 500, 4, dtype=torch.float64)
+    v[..., 2] = 0.3
+    with pytest.raises(FitError, match="constant band"):
+        fit_linear(v, v, None, cfg)
+
+
+def test_selection_is_seeded_and_bounded():
+    cand = torch.arange(0, 2000, 3)
+    a = select_random(cand, 500, pair_generator(0, "SITE_31TCJ_2018-06-02"))
+    b = select_random(cand, 500, pair_generator(0, "SITE_31TCJ_2018-06-02"))
+    c = select_random(cand, 500, pair_generator(1, "SITE_31TCJ_2018-06-02"))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.numel() == 500 and torch.isin(a, cand).all() and (a.diff() > 0).all()
+    assert torch.equal(select_random(cand[:10], 500, pair_generator(0, "x")), cand[:10])
+
+
+def _names(*names):
+    return [(Path("/archive") / n, parse_product_name(n)) for n in names]
+
+
+def test_pairing_rules():
+    products = _names(
+        "VENUS-XS_20180602-104812-000_L2A_ES-IC3XG_C_V2-2",
+        "VENUS-XS_20180602-104812-000_L2A_ES-IC3XG_C_V1-0",  # older duplicate
+        "SENTINEL2A_20180602-105212-461_L2A_T29TNG_C_V1-4",
+        "SENTINEL2A_20180602-105212-461_L2A_T29TNG_C_V2-2",  # newer duplicate: kept
+        "VENUS-XS_20180612-104812-000_L2A_ES-IC3XG_C_V2-2",
+        "SENTINEL2B_20180612-112000-000_L2A_T29TNG_C_V2-2",  # 31 min later: too far
+        "VENUS-XS_20180613-104812-000_L2A_OTHER_C_V2-2",  # another site
+        "SENTINEL2B_20180613-104000-000_L2A_T29TNG_C_V2-2",
+    )
+    pairs = find_pairs(products, "ES-IC3XG")
+    assert [p.pair_id for p in pairs] == ["ES-IC3XG_29TNG_2018-06-02"]
+    p = pairs[0]
+    assert p.venus.name.endswith("V2-2") and p.s2.name.endswith("V2-2")
+    assert p.dt_minutes == pytest.approx(4 + 0.461 / 60)
+    assert len(find_pairs(products, "ES-IC3XG", PairingConfig(max_dt_minutes=40))) == 2
+
+
+def test_pairing_picks_the_tile_covering_most(tiny_archive, tmp_path):
+    import shutil
+
+    import rasterio
+
+    from s2v_gpu.products import find_products
+
+    date = tiny_archive.truth["dates"][0]
+    shutil.copytree(tiny_archive.root / date["venus"], tmp_path / date["venus"])
+    shutil.copytree(tiny_archive.root / date["s2"], tmp_path / date["s2"])
+    # a second tile the same day whose window covers only a corner of the site
+    other = date["s2"].replace("T31TCJ", "T31TCK")
+    shutil.copytree(tiny_archive.root / date["s2"], tmp_path / other)
+    for f in (tmp_path / other).rglob("*.tif"):
+        f.rename(f.with_name(f.name.replace("T31TCJ", "T31TCK")))
+        with rasterio.open(f.with_name(f.name.replace("T31TCJ", "T31TCK")), "r+") as dst:
+            t = dst.transform
+            dst.transform = rasterio.Affine(t.a, 0, t.c + 1400, 0, t.e, t.f + 1400)
+    (tmp_path / other / f"{date['s2']}_MTD_ALL.xml").rename(tmp_path / other / f"{other}_MTD_ALL.xml")
+    pairs = find_pairs(find_products(tmp_path), "SYNTH-1")
+    assert len(pairs) == 1 and pairs[0].tile == "31TCJ" and len(pairs[0].candidates) == 2
