@@ -42,19 +42,25 @@ def band_sigmas_px(s2_bands: tuple[str, ...] | list[str], s2_resolution_m: float
     return [mtf_sigma_m(mtf[b], s2_resolution_m) / venus_res_m for b in s2_bands]
 
 
-def mtf_downsample(image: torch.Tensor, sigmas_px: list[float], factor: int) -> torch.Tensor:
+def mtf_downsample(
+    image: torch.Tensor, sigmas_px: list[float], factor: int, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Blur each channel with its own Gaussian and decimate by ``factor``, on the image's device.
 
-    Separable convolution (two conv2d with stride ``factor``), reflect padding at the borders.
+    Separable convolution (two conv2d with stride ``factor``), reflect padding at the borders. With a
+    validity mask the convolution is normalised (``blur(x * valid) / blur(valid)``): invalid pixels
+    (clouds, no-data) do not drag their valid neighbours towards zero, and fully valid neighbourhoods
+    give exactly the plain Gaussian.
 
     Args:
         image: ``(B, C, H, W)``, H and W multiples of ``factor``.
         sigmas_px: one sigma per channel, in input pixels.
         factor: decimation factor (2 for 5 m -> 10 m, 4 for 5 m -> 20 m).
+        valid: optional ``(B, 1, H, W)`` or ``(B, H, W)`` bool.
 
     Returns:
         ``(B, C, H / factor, W / factor)``; output pixel i is centred on input block
-        ``[i * factor, (i + 1) * factor)``.
+        ``[i * factor, (i + 1) * factor)``. Outputs with no valid input under the kernel are 0.
     """
     check_shape(image, 4, "image")
     b, c, h, w = image.shape
@@ -64,12 +70,25 @@ def mtf_downsample(image: torch.Tensor, sigmas_px: list[float], factor: int) -> 
         raise ValueError(f"image size {h}x{w} is not a multiple of the factor {factor}")
     kernels = [centred_gaussian_kernel(s, factor, device=image.device, dtype=image.dtype) for s in sigmas_px]
     size = max(k.numel() for k in kernels)
-    # pad every kernel to the same length (zeros at both ends keep it centred: the length grows by 2)
-    padded = torch.stack([F.pad(k, ((size - k.numel()) // 2, (size - k.numel()) // 2)) for k in kernels])
-    # a block starting at input i*factor has its centre at i*factor + (factor-1)/2; the kernel tap j
-    # multiplies input i*factor + (factor-1)/2 + t_j, so the left pad is (size - factor) / 2
-    pad = (size - factor) // 2
-    x = F.pad(image, (pad, pad + (size - factor) % 2, 0, 0), mode="reflect")
-    x = F.conv2d(x, padded.view(c, 1, 1, size), stride=(1, factor), groups=c)
-    x = F.pad(x, (0, 0, pad, pad + (size - factor) % 2), mode="reflect")
-    return F.conv2d(x, padded.view(c, 1, size, 1), stride=(factor, 1), groups=c)
+    # pad every kernel to the same length (zeros at both ends keep it centred: lengths are all even
+    # or all odd for one factor)
+    taps = torch.stack([F.pad(k, ((size - k.numel()) // 2, (size - k.numel()) // 2)) for k in kernels])
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        # a block starting at input i*factor has its centre at i*factor + (factor-1)/2; tap j multiplies
+        # input i*factor + (factor-1)/2 + t_j, so the left pad is (size - factor) / 2
+        pad = (size - factor) // 2
+        extra = (size - factor) % 2
+        x = F.pad(x, (pad, pad + extra, 0, 0), mode="reflect")
+        x = F.conv2d(x, taps.view(c, 1, 1, size), stride=(1, factor), groups=c)
+        x = F.pad(x, (0, 0, pad, pad + extra), mode="reflect")
+        return F.conv2d(x, taps.view(c, 1, size, 1), stride=(factor, 1), groups=c)
+
+    if valid is None:
+        return blur(image)
+    if valid.dim() == 3:
+        valid = valid[:, None]
+    m = valid.to(image.dtype).expand(b, c, h, w)
+    num = blur(image * m)
+    den = blur(m.contiguous())
+    return torch.where(den > 1e-6, num / den.clamp_min(1e-6), torch.zeros((), dtype=image.dtype, device=image.device))

@@ -143,13 +143,14 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
     sp20 = to_patches(r20, size // 4)[candidates]
     lap("patchify")
 
-    # --- MTF-matched downsampling of VENuS to S2 resolution
+    # --- MTF-matched downsampling of VENuS to S2 resolution, on the whole common grid (normalised
+    # by the validity, so patch borders see their true neighbours), then cut into the same patches
     i10 = [VENUS_BANDS_READ.index(b) for b in GROUP_10M["venus"]]
     i20 = [VENUS_BANDS_READ.index(b) for b in GROUP_20M["venus"]]
     sig10 = band_sigmas_px(GROUP_10M["s2"], 10.0)
     sig20 = band_sigmas_px(GROUP_20M["s2"], 20.0)
-    v10 = mtf_downsample(vp[:, i10], sig10, 2)
-    v20 = mtf_downsample(vp[:, i20], sig20, 4)
+    v10 = to_patches(mtf_downsample(v.reflectance[None, i10], sig10, 2, v.valid[None])[0], size // 2)[candidates]
+    v20 = to_patches(mtf_downsample(v.reflectance[None, i20], sig20, 4, v.valid[None])[0], size // 4)[candidates]
     lap("mtf")
 
     # --- radiometric fit, both groups in one batched lstsq
@@ -171,13 +172,14 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
     # --- random selection, then outlier removal on the 10 m group
     sc = cfg.selection
     chosen = select_random(torch.arange(candidates.numel(), device=device), sc.max_patches, gen)
-    fitted10 = apply_linear(vp[chosen][:, i10], w10)
-    rmse = patch_rmse(mtf_downsample(fitted10, sig10, 2), sp10[chosen])
+    # the fit is linear and the normalised blur preserves constants: blur(W v) = W blur(v)
+    rmse = patch_rmse(apply_linear(v10[chosen], w10), sp10[chosen])
     keep = rmse <= sc.outlier_rmse
     final = chosen[keep]
     lap("select")
     if final.numel() == 0:
         raise PairSkipped(f"{pair.pair_id}: every selected patch is an outlier (RMSE > {sc.outlier_rmse})")
+    fitted10 = apply_linear(vp[final][:, i10], w10)
     fitted20 = apply_linear(vp[final][:, i20], w20)
     patch_ids = candidates[final].tolist()
     all_bounds = patch_bounds(grid.left, grid.top, grid.height, grid.width, size)
@@ -195,7 +197,7 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
         "timings": timings,
     }
     return PairResult(
-        pair=pair, v05_10=fitted10[keep], s2_10=sp10[final], v05_20=fitted20, s2_20=sp20[final],
+        pair=pair, v05_10=fitted10, s2_10=sp10[final], v05_20=fitted20, s2_20=sp20[final],
         patch_index=patch_ids, bounds=[all_bounds[i] for i in patch_ids], crs=grid.crs, registration=reg,
         w_10=w10, w_20=w20, stats=stats,
     )
