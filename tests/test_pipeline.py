@@ -68,7 +68,9 @@ def _independent_valid_patches(archive, pair, result, cfg):
 
     def invalid(arrays, bands):
         f = arrays.flags
-        out = f["edge"] | f["cloud"] | f["shadow"] | f["water"]
+        out = f["edge"] | f["cloud"] | f["shadow"]
+        if 1 in cfg.masks.mg2_invalid_bits:
+            out = out | f["water"]
         for b in bands:
             out = out | arrays.saturated[b]
         return out

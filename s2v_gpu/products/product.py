@@ -50,8 +50,10 @@ class MaskConfig:
     use_edg: bool = True
     use_clm: bool = True
     use_sat: bool = True
-    #: MG2 bit numbers that invalidate: water, snow, topographic shadow, hidden, sun too low, tangent.
-    mg2_invalid_bits: list[int] = field(default_factory=lambda: [1, 3, 5, 6, 7, 8])
+    #: MG2 bit numbers that invalidate: snow, topographic shadow, hidden surface, sun too low, sun
+    #: tangent. Water (bit 1) is not invalid by default: the paper's sample patches show shorelines and
+    #: water surfaces (its Figure 12, "changes in water surfaces"); add 1 to drop water.
+    mg2_invalid_bits: list[int] = field(default_factory=lambda: [3, 5, 6, 7, 8])
     #: A missing mask file is an error (default) or, when True, logged and ignored (tolerant reading
     #: of partial products such as subsets that ship only some masks).
     allow_missing: bool = False

@@ -68,14 +68,14 @@ class SyntheticConfig:
     #: Gaussian noise (reflectance units) added to every band of both sensors.
     noise_std: float = 0.002
     #: Fraction of the built-up pixels (bright roofs) saturated in each band (SAT bit set).
-    saturated_fraction: float = 0.05
+    saturated_fraction: float = 0.01
     #: Range of the per-band gain and offset of Sentinel-2 with respect to VENuS.
     gain_range: list[float] = field(default_factory=lambda: [0.9, 1.1])
     offset_range: list[float] = field(default_factory=lambda: [-0.01, 0.01])
     #: VENuS MTF at its Nyquist frequency (5 m).
     venus_mtf: float = 0.3
     #: VENuS swath edge: a no-data corner covering about this fraction of the site.
-    venus_edge_fraction: float = 0.08
+    venus_edge_fraction: float = 0.05
     #: Fine step of the rendering grid (metres); 5, 10 and 20 must be multiples of it.
     render_step_m: float = 2.5
     #: Write Theia zips instead of folders.

@@ -71,20 +71,26 @@ class Landscape:
         self._rng_seed = int(rng.integers(2**31))
         ox, oy = self.origin
         e = self.extent_m
-        # lakes: ellipses, a river: a sinusoid band; roads: straight lines of 6-10 m width
+        area_km2 = (e / 1000.0) ** 2
+        # structures have absolute sizes (metres), their number grows with the area: a larger site
+        # is not a zoomed small one. Lakes: ellipses of 80-250 m; a meandering river 12-25 m wide;
+        # roads 6-10 m wide; towns of 150-300 m radius.
         self.lakes = [
-            (ox + rng.uniform(-0.35, 0.35) * e, oy + rng.uniform(-0.35, 0.35) * e,
-             rng.uniform(0.04, 0.09) * e, rng.uniform(0.03, 0.06) * e, rng.uniform(0, np.pi))
-            for _ in range(2)
+            (ox + rng.uniform(-0.45, 0.45) * e, oy + rng.uniform(-0.45, 0.45) * e,
+             rng.uniform(80, 250), rng.uniform(60, 180), rng.uniform(0, np.pi))
+            for _ in range(max(1, int(round(area_km2 / 10))))
         ]
-        self.river = (oy + rng.uniform(-0.3, 0.3) * e, rng.uniform(0.05, 0.1) * e, rng.uniform(0.15, 0.3) * e,
+        self.river = (oy + rng.uniform(-0.3, 0.3) * e, rng.uniform(100, 250), rng.uniform(1500, 3000),
                       rng.uniform(12, 25))
         self.roads = [
             (ox + rng.uniform(-0.4, 0.4) * e, oy + rng.uniform(-0.4, 0.4) * e, rng.uniform(0, np.pi),
              rng.uniform(6, 10))
-            for _ in range(5)
+            for _ in range(max(3, int(round(area_km2 / 2))))
         ]
-        self.town = (ox + rng.uniform(-0.25, 0.25) * e, oy + rng.uniform(-0.25, 0.25) * e, 0.08 * e)
+        self.towns = [
+            (ox + rng.uniform(-0.4, 0.4) * e, oy + rng.uniform(-0.4, 0.4) * e, rng.uniform(150, 300))
+            for _ in range(max(1, int(round(area_km2 / 25))))
+        ]
 
     # A stateless hash of integer cell coordinates -> uniform numbers, so fields are defined everywhere.
     def _hash(self, i: np.ndarray, j: np.ndarray, k: int) -> np.ndarray:
@@ -145,8 +151,9 @@ class Landscape:
         hedge = border < 4.0
         cls = np.where(hedge & (u < 0.5), CLASSES.index("forest"), cls)
 
-        tx, ty, tr = self.town
-        in_town = np.hypot(x - tx, y - ty) < tr
+        in_town = np.zeros(x.shape, bool)
+        for tx, ty, tr in self.towns:
+            in_town |= np.hypot(x - tx, y - ty) < tr
         block = (np.floor(x / 14.0) + np.floor(y / 17.0)) % 3
         cls = np.where(in_town, CLASSES.index("built_up"), cls)
         texture = np.where(in_town, 1.0 + self.texture * (0.35 * block - 0.3), texture)

@@ -33,7 +33,7 @@ def value_noise(x: np.ndarray, y: np.ndarray, seed: int, scale: float) -> np.nda
     """Smooth noise in [0, 1] with features of about ``scale`` metres, defined everywhere."""
     total = np.zeros(np.shape(x))
     weight = 0.0
-    for octave, amp in enumerate((1.0, 0.5, 0.25)):
+    for octave, amp in enumerate((1.0, 0.35)):
         s = scale / 2**octave
         gx, gy = x / s, y / s
         i0, j0 = np.floor(gx), np.floor(gy)
@@ -59,7 +59,7 @@ class CloudField:
     seed: int
     fraction: float
     threshold: float
-    scale_m: float = 500.0
+    scale_m: float = 1200.0
     shadow_offset_m: tuple[float, float] = (180.0, -120.0)
 
     @classmethod
@@ -71,7 +71,7 @@ class CloudField:
             return cls(seed, 1.0, -math.inf)
         left, bottom, right, top = bounds
         gx, gy = np.meshgrid(np.linspace(left, right, 96), np.linspace(bottom, top, 96))
-        v = value_noise(gx, gy, seed, 500.0)
+        v = value_noise(gx, gy, seed, cls.scale_m)
         return cls(seed, fraction, float(np.quantile(v, 1.0 - fraction)))
 
     def opacity(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
