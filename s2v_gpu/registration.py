@@ -288,7 +288,8 @@ def register(
         nan = (math.nan, math.nan)
         return RegistrationResult(nan, nan, 0, n_candidates, nan, math.nan, cfg.mode, False,
                                   f"too few matches: none within {cfg.max_distance_m} m ({n_candidates} candidates)")
-    median = disp.median(dim=0).values
+    # lower median through a sort: torch.median with indices has no deterministic CUDA kernel
+    median = disp.sort(dim=0).values[(disp.shape[0] - 1) // 2]
     spread = float(1.4826 * (disp - median).norm(dim=1).median()) * pixel_size
 
     inliers = disp[(disp - median).norm(dim=1) <= cfg.inlier_px]

@@ -87,7 +87,8 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None) -> dict:
     if cfg.device.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     products_root = Path(cfg.paths.products) if cfg.paths.products is not None else demo_products(cfg)
-    products = find_products(products_root)
+    rejected: list[str] = []
+    products = find_products(products_root, rejected)
     sites = sites_in(products)
     site = cfg.site
     if site is None:
@@ -100,7 +101,7 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None) -> dict:
                           f"(sites found: {', '.join(sites) or 'none'})")
     pairs = find_pairs(products, site, cfg.pairing)
     site_dir = Path(dataset_dir or cfg.paths.dataset) / site
-    site_dir.mkdir(parents=True, exist_ok=True)
+    _check_writable(site_dir)
 
     index_path, details_path = site_dir / "index.csv", site_dir / "pairs_details.tsv"
     names_of = {p.pair_id: pair_file_names(site, p.tile, p.date, cfg.layout) for p in pairs}
@@ -125,35 +126,34 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None) -> dict:
             write_pair(site_dir, result, names)
             seconds = time.perf_counter() - start
             zenith = TheiaProduct(pair.venus).metadata.mean_viewing_zenith
-            index_rows.append({
+            row = {
                 "venus_product_id": pair.venus_name.name, "sentinel2_product_id": pair.s2_name.name,
                 **{c: names[c] for c in INDEX_COLUMNS[2:6]}, "s2_tile": pair.tile, "vns_site": site,
                 "date": pair.date, "venus_zenith_angle": "" if math.isnan(zenith) else f"{zenith:.6f}",
                 "patches_gpkg": names["patches_gpkg"], "nb_patches": result.stats["patches_kept"],
-            })
-            index_rows.sort(key=lambda r: (r["date"], r["s2_tile"]))
-            details[pid] = _detail_row(result, pid, device, seconds)
-            write_tsv(details_path, sorted(details.values(), key=lambda r: r["pair_id"]), DETAIL_COLUMNS)
-            write_tsv(index_path, index_rows, INDEX_COLUMNS)  # last: the pair is complete from here on
+            }
+            new_details = {**details, pid: _detail_row(result, pid, device, seconds)}
+            write_tsv(details_path, sorted(new_details.values(), key=lambda r: r["pair_id"]), DETAIL_COLUMNS)
+            new_rows = sorted(index_rows + [row], key=lambda r: (r["date"], r["s2_tile"]))
+            write_tsv(index_path, new_rows, INDEX_COLUMNS)  # last: the pair is complete from here on
+            index_rows, details = new_rows, new_details
             done.add(pid)
             r = result.registration
             log.info("%s: %d patches kept, shift (%.2f, %.2f) m [%s, %d matches], %.1f s", pid,
                      result.stats["patches_kept"], r.shift_m[0], r.shift_m[1], r.mode, r.n_matches, seconds)
             outcomes.append({"pair_id": pid, "status": "written", "patches": result.stats["patches_kept"],
                              "seconds": round(seconds, 3)})
-        except PairSkipped as exc:
-            log.warning("skipped %s", exc)
-            outcomes.append({"pair_id": pid, "status": "skipped", "reason": str(exc)})
-        except (S2VError, OSError) as exc:
-            log.error("failed %s: %s", pid, exc)
-            outcomes.append({"pair_id": pid, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
-        except Exception as exc:  # noqa: BLE001 - one pair must not stop the site
-            log.error("failed %s with an unexpected error:\n%s", pid, traceback.format_exc())
-            outcomes.append({"pair_id": pid, "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
-                             "traceback": traceback.format_exc()})
+        except BaseException:
+            # nothing of a pair that did not complete stays in the dataset (its index row was not
+            # written); an interruption (KeyboardInterrupt, SystemExit) still stops the run
+            _remove_pair_files(site_dir, names)
+            if not isinstance(sys.exc_info()[1], Exception):
+                raise
+            exc = sys.exc_info()[1]
+            _record_failure(pid, exc, outcomes)
     summary = {
         "site": site, "products": str(products_root), "dataset": str(site_dir), "device": str(device),
-        "pairs": len(pairs), "pairs_in_dataset": len(index_rows),
+        "pairs": len(pairs), "pairs_in_dataset": len(index_rows), "rejected_names": rejected,
         "patches_in_dataset": sum(int(r["nb_patches"]) for r in index_rows),
         "written": sum(o["status"] == "written" for o in outcomes),
         "skipped": sum(o["status"] == "skipped" for o in outcomes),
@@ -169,6 +169,39 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None) -> dict:
         if o["status"] in ("skipped", "failed"):
             log.info("  %s: %s", o["status"], o["reason"])
     return summary
+
+
+def _check_writable(site_dir: Path) -> None:
+    try:
+        site_dir.mkdir(parents=True, exist_ok=True)
+        probe = site_dir / ".tmp-write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"paths.dataset: cannot write into {site_dir} ({exc.strerror or exc}); "
+                          "choose a writable paths.dataset") from exc
+
+
+def _remove_pair_files(site_dir: Path, names: dict[str, str]) -> None:
+    for key, name in names.items():
+        path = site_dir / name
+        if key != "pair_id" and path.exists():
+            path.unlink()
+            log.info("removed %s (its pair did not complete)", path)
+
+
+def _record_failure(pid: str, exc: Exception, outcomes: list[dict]) -> None:
+    if isinstance(exc, PairSkipped):
+        log.warning("skipped %s", exc)
+        outcomes.append({"pair_id": pid, "status": "skipped", "reason": str(exc)})
+    elif isinstance(exc, (S2VError, OSError)):
+        log.error("failed %s: %s", pid, exc)
+        outcomes.append({"pair_id": pid, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
+    else:  # an unexpected error in one pair must not stop the site
+        tb = "".join(traceback.format_exception(exc))
+        log.error("failed %s with an unexpected error:\n%s", pid, tb)
+        outcomes.append({"pair_id": pid, "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+                         "traceback": tb})
 
 
 def _dataset_dir(cfg: RunConfig) -> Path:

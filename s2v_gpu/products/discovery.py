@@ -12,12 +12,13 @@ from .naming import ProductName, parse_product_name
 log = logging.getLogger(__name__)
 
 
-def find_products(root: str | os.PathLike) -> list[tuple[Path, ProductName]]:
+def find_products(root: str | os.PathLike, rejected: list[str] | None = None) -> list[tuple[Path, ProductName]]:
     """List the L2A products below ``root``, searched recursively, sorted by path.
 
     A product is a folder or a ``.zip`` whose name parses as a Theia L2A product name
     (``SENTINEL2*_..._L2A_...`` or ``VENUS*_..._L2A_...``). A folder that is a product is not searched
-    further. Names that look like products but do not parse are logged and skipped.
+    further. Names that look like products but do not parse are logged and skipped (and their
+    messages appended to ``rejected`` when a list is given).
 
     Raises:
         FileNotFoundError: ``root`` does not exist.
@@ -35,6 +36,8 @@ def find_products(root: str | os.PathLike) -> list[tuple[Path, ProductName]]:
                     continue
                 except ProductNameError as exc:
                     log.warning("skipping %s", exc)
+                    if rejected is not None:
+                        rejected.append(str(exc))
             keep.append(d)
         dirnames[:] = keep
         for f in sorted(filenames):
@@ -43,4 +46,6 @@ def find_products(root: str | os.PathLike) -> list[tuple[Path, ProductName]]:
                     found.append((Path(dirpath) / f, parse_product_name(f)))
                 except ProductNameError as exc:
                     log.warning("skipping %s", exc)
+                    if rejected is not None:
+                        rejected.append(str(exc))
     return sorted(found, key=lambda item: str(item[0]))

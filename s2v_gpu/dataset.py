@@ -1,0 +1,127 @@
+"""A PyTorch Dataset over a generated folder or the published SEN2VENuS download (same layout).
+
+Everything goes through each site's ``index.csv``: file names are taken from it, so both the clean
+names and the published release's quirks (``NARYN_C_``, ``b4b5b6b8a``) work. Tensors are loaded
+lazily with ``torch.load(mmap=True)`` the first time a pair is touched in a worker, so a DataLoader
+with workers does not read every file up front.
+
+A sample is a dict::
+
+    {"site": str, "pair_id": str, "patch": int,
+     "s2_10m": (4, 128, 128), "venus_05m_10mbands": (4, 256, 256),      # group "10m"
+     "s2_20m": (4, 64, 64),   "venus_05m_20mbands": (4, 256, 256)}      # group "20m"
+
+as float32 reflectance (int16 / 10000).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from .output import SCALE
+
+GROUP_FILES = {
+    "10m": {"s2_10m": "tensor_10m_b2b3b4b8", "venus_05m_10mbands": "tensor_05m_b2b3b4b8"},
+    "20m": {"s2_20m": "tensor_20m_b5b6b7b8a", "venus_05m_20mbands": "tensor_05m_b5b6b7b8a"},
+}
+
+
+@dataclass(frozen=True)
+class PairEntry:
+    site: str
+    pair_id: str
+    folder: Path
+    files: dict[str, str]
+    n: int
+
+
+def read_index(root: str | Path, sites: list[str] | None = None) -> list[PairEntry]:
+    """Pairs listed by the ``index.csv`` of every site folder under ``root`` (or of ``root`` itself)."""
+    root = Path(root)
+    indexes = [root / "index.csv"] if (root / "index.csv").exists() else sorted(root.glob("*/index.csv"))
+    entries = []
+    for index in indexes:
+        df = pd.read_csv(index, sep="\t", dtype=str)
+        for _, row in df.iterrows():
+            site = row["vns_site"]
+            if sites is not None and site not in sites:
+                continue
+            name = row["tensor_05m_b2b3b4b8"]
+            pair_id = name[: -len("_05m_b2b3b4b8.pt")]
+            files = {c: row[c] for c in ("tensor_05m_b2b3b4b8", "tensor_10m_b2b3b4b8", "tensor_05m_b5b6b7b8a",
+                                         "tensor_20m_b5b6b7b8a")}
+            entries.append(PairEntry(site, pair_id, index.parent, files, int(row["nb_patches"])))
+    return entries
+
+
+class Sen2VenusDataset(Dataset):
+    """Patches of the chosen band groups from a SEN2VENuS-layout folder.
+
+    Args:
+        root: a dataset folder (site sub-folders) or one site folder.
+        groups: ``("10m",)``, ``("20m",)`` or both.
+        pairs: restrict to these entries (see :func:`read_index` and the split helpers).
+    """
+
+    def __init__(self, root: str | Path, groups: tuple[str, ...] = ("10m", "20m"),
+                 pairs: list[PairEntry] | None = None) -> None:
+        unknown = set(groups) - set(GROUP_FILES)
+        if unknown:
+            raise ValueError(f"unknown band groups {sorted(unknown)}; choose from {sorted(GROUP_FILES)}")
+        self.groups = tuple(groups)
+        self.pairs = read_index(root) if pairs is None else list(pairs)
+        self._offsets = []
+        total = 0
+        for entry in self.pairs:
+            self._offsets.append(total)
+            total += entry.n
+        self._len = total
+        self._cache: dict[tuple[int, str], torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _tensor(self, k: int, column: str) -> torch.Tensor:
+        key = (k, column)
+        if key not in self._cache:
+            entry = self.pairs[k]
+            self._cache[key] = torch.load(entry.folder / entry.files[column], mmap=True, weights_only=True)
+        return self._cache[key]
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < self._len:
+            raise IndexError(i)
+        # the pair holding patch i (bisect over the offsets)
+        lo, hi = 0, len(self._offsets) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._offsets[mid] <= i:
+                lo = mid
+            else:
+                hi = mid - 1
+        entry, j = self.pairs[lo], i - self._offsets[lo]
+        sample = {"site": entry.site, "pair_id": entry.pair_id, "patch": j}
+        for group in self.groups:
+            for key, column in GROUP_FILES[group].items():
+                sample[key] = self._tensor(lo, column)[j].float() / SCALE
+        return sample
+
+
+def split_by_pairs(pairs: list[PairEntry], test_fraction: float, seed: int = 0) -> tuple[list, list]:
+    """Hold whole pairs out of training (the paper: keep separate pairs for testing)."""
+    order = list(pairs)
+    random.Random(seed).shuffle(order)
+    n_test = max(1, round(len(order) * test_fraction)) if order else 0
+    return order[n_test:], order[:n_test]
+
+
+def split_by_sites(pairs: list[PairEntry], test_sites: list[str]) -> tuple[list, list]:
+    """Hold whole sites out of training (the paper: or even sites)."""
+    test = [p for p in pairs if p.site in test_sites]
+    return [p for p in pairs if p.site not in test_sites], test

@@ -1,0 +1,219 @@
+"""Benchmark of one full-size pair: I/O floor, the pipeline by stage, and a classic CPU reference.
+
+    python scripts/bench.py [--size-px 5560] [--repeats 3] [--device auto] [--json results.json]
+
+Generates (once, cached in --cache) a synthetic pair: a whole 27.8 km VENuS site (5560 x 5560 px at
+5 m, the 7 bands used + masks) and the matching Sentinel-2 window at 10 and 20 m. Reports medians over
+--repeats of:
+
+1. the I/O floor: reading exactly the input pixels the pipeline reads (rasterio, same windows, bands
+   and masks, no processing);
+2. the pipeline end to end on --device, by stage (read, register, shift, patchify, mtf, fit, select,
+   write);
+3. a CPU reference of the heaviest step, registration, done the classic way (OpenCV SIFT +
+   brute-force matching with Lowe's ratio + numpy mean of the matches within 15 m, on the same 366 px
+   tiles), and of the blur/fit steps with scipy.ndimage + numpy.linalg.lstsq;
+
+then the ratios pipeline / I/O floor and reference / ours, and peak memory (host and device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from s2v_gpu.bands import GROUP_10M, GROUP_20M
+from s2v_gpu.grids import common_grid
+from s2v_gpu.output import pair_file_names, write_pair
+from s2v_gpu.pairing import find_pairs
+from s2v_gpu.pipeline import VENUS_BANDS_READ, PipelineConfig, process_pair
+from s2v_gpu.products import TheiaProduct, find_products
+from s2v_gpu.resample import downsample_bicubic_x2
+from s2v_gpu.synthetic import TRUTH_FILE, SyntheticConfig, SyntheticDate, generate
+
+SHIFT_M = [4.3, -6.1]
+
+
+def make_pair(size_px: int, cache: Path) -> Path:
+    root = cache / f"pair_{size_px}"
+    if not (root / TRUTH_FILE).exists():
+        print(f"generating a {size_px}x{size_px} px synthetic pair into {root} (once)...", flush=True)
+        date = SyntheticDate("2019-06-15", dt_minutes=6.0, shift_m=SHIFT_M, venus_cloud=0.05, s2_cloud=0.05)
+        generate(SyntheticConfig(size_px=size_px, dates=[date], s2_margin_m=400.0, seed=11), root)
+    return root
+
+
+def median_time(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def io_floor(pair, cfg: PipelineConfig) -> None:
+    """Read the same windows, bands and masks as the pipeline, with rasterio and nothing else."""
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    venus, s2 = TheiaProduct(pair.venus), TheiaProduct(pair.s2)
+    grid = common_grid(venus.grid("XS"), s2.grid("R1"), cfg.patches.size_5m)
+    margin = int(math.ceil(cfg.registration.max_distance_m / 10.0)) + 3
+    jobs = [(venus, VENUS_BANDS_READ, "XS", grid.at(5.0)),
+            (s2, GROUP_10M["s2"], "R1", grid.expanded(10.0, margin)),
+            (s2, GROUP_20M["s2"], "R2", grid.expanded(20.0, margin // 2 + 1))]
+    for product, bands, group, target in jobs:
+        files = [product.band_file(b) for b in bands]
+        files += [product.mask_file(k, group) for k in ("EDG", "CLM", "SAT", "MG2")]
+        for f in files:
+            with rasterio.open(f) as src:
+                src.read(1, window=from_bounds(*target.bounds, src.transform), boundless=True)
+
+
+def blue_pair(pair, device):
+    venus, s2 = TheiaProduct(pair.venus), TheiaProduct(pair.s2)
+    grid = common_grid(venus.grid("XS"), s2.grid("R1"), 256)
+    v = venus.read(("B3",), grid.bounds, device=device)
+    s = s2.read(("B2",), grid.bounds, device=device)
+    ref = downsample_bicubic_x2(v.reflectance[None])[0, 0]
+    ref_valid = torch.nn.functional.max_pool2d((~v.valid)[None, None].float(), 2)[0, 0] == 0
+    return ref, s.reflectance[0], ref_valid, s.valid
+
+
+def reference_registration(ref: np.ndarray, mov: np.ndarray, ref_valid, mov_valid, tile: int = 366,
+                           max_m: float = 15.0) -> tuple[float, float]:
+    """The classic CPU recipe: OpenCV SIFT per tile, brute-force kNN + Lowe ratio 0.8, mask and
+    15 m filtering, numpy mean."""
+    import cv2
+
+    def to8(a):
+        lo, hi = np.percentile(a[a != 0], [1, 99]) if (a != 0).any() else (0, 1)
+        return np.clip((a - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+
+    a8, b8 = to8(ref), to8(mov)
+    sift = cv2.SIFT_create()
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    disp = []
+    h, w = ref.shape
+    for r0 in range(0, h, tile):
+        for c0 in range(0, w, tile):
+            ta, tb = a8[r0:r0 + tile, c0:c0 + tile], b8[r0:r0 + tile, c0:c0 + tile]
+            ma = ref_valid[r0:r0 + tile, c0:c0 + tile].astype(np.uint8) * 255
+            mb = mov_valid[r0:r0 + tile, c0:c0 + tile].astype(np.uint8) * 255
+            ka, da = sift.detectAndCompute(ta, ma)
+            kb, db = sift.detectAndCompute(tb, mb)
+            if da is None or db is None or len(ka) < 2 or len(kb) < 2:
+                continue
+            for m in matcher.knnMatch(da, db, k=2):
+                if len(m) == 2 and m[0].distance < 0.8 * m[1].distance:
+                    pa, pb = ka[m[0].queryIdx].pt, kb[m[0].trainIdx].pt
+                    disp.append((pb[0] - pa[0], pb[1] - pa[1]))
+    d = np.array(disp)
+    d = d[np.hypot(d[:, 0], d[:, 1]) * 10.0 <= max_m]
+    mean = d.mean(axis=0)
+    return float(mean[0] * 10.0), float(-mean[1] * 10.0)
+
+
+def reference_blur_fit(v5: np.ndarray, s10: np.ndarray, sigmas: list[float]) -> np.ndarray:
+    """scipy.ndimage Gaussian blur + 2x2 block sampling + numpy lstsq, the classic way."""
+    from scipy import ndimage
+
+    low = np.stack([ndimage.gaussian_filter(v5[i], s)[::2, ::2] for i, s in enumerate(sigmas)])
+    a = np.c_[np.ones(low[0].size), low.reshape(len(sigmas), -1).T]
+    return np.linalg.lstsq(a, s10.reshape(s10.shape[0], -1).T, rcond=None)[0]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-px", type=int, default=5560)
+    parser.add_argument("--cache", default="bench_cache")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--no-reference", action="store_true", help="skip the OpenCV/scipy reference")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    root = make_pair(args.size_px, Path(args.cache))
+    pair = find_pairs(find_products(root), "SYNTH-1")[0]
+    cfg = PipelineConfig()
+
+    io_s, _ = median_time(lambda: io_floor(pair, cfg), args.repeats)
+
+    if device.type == "cuda":
+        process_pair(pair, cfg, device)  # warm-up: CUDA context, kernels, cuDNN plans
+        torch.cuda.reset_peak_memory_stats(device)
+    stage_runs, totals = [], []
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            result = process_pair(pair, cfg, device)
+            t_write = time.perf_counter()
+            write_pair(Path(out), result, pair_file_names("SYNTH-1", pair.tile, pair.date))
+            end = time.perf_counter()
+            stages = dict(result.stats["timings"])
+            stages["write"] = end - t_write
+            stage_runs.append(stages)
+            totals.append(end - start)
+    pipeline_s = statistics.median(totals)
+    stages = {k: statistics.median(r[k] for r in stage_runs) for k in stage_runs[0]}
+    truth = SHIFT_M
+    shift_err = math.hypot(result.registration.shift_m[0] - truth[0], result.registration.shift_m[1] - truth[1])
+
+    ref_reg_s = ref_fit_s = float("nan")
+    ref_err = float("nan")
+    if not args.no_reference:
+        ref, mov, rv, mv = (t.cpu().numpy() for t in blue_pair(pair, "cpu"))
+        ref_reg_s, ref_shift = median_time(lambda: reference_registration(ref, mov, rv, mv), args.repeats)
+        ref_err = math.hypot(ref_shift[0] - truth[0], ref_shift[1] - truth[1])
+        venus = TheiaProduct(pair.venus)
+        bounds = common_grid(venus.grid("XS"), TheiaProduct(pair.s2).grid("R1"), 256).bounds
+        v5 = venus.read(GROUP_10M["venus"], bounds).reflectance.numpy()
+        s10 = TheiaProduct(pair.s2).read(GROUP_10M["s2"], bounds).reflectance.numpy()
+        from s2v_gpu.mtf import band_sigmas_px
+
+        ref_fit_s, _ = median_time(lambda: reference_blur_fit(v5, s10, band_sigmas_px(GROUP_10M["s2"], 10.0)),
+                                   args.repeats)
+
+    peak_host_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_device_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    results = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "size_px": args.size_px, "repeats": args.repeats,
+        "io_floor_s": io_s, "pipeline_s": pipeline_s, "stages": stages,
+        "registration_s": stages["register"], "reference_registration_s": ref_reg_s,
+        "reference_blur_fit_s": ref_fit_s, "blur_fit_s": stages["mtf"] + stages["fit"],
+        "pipeline_over_io_floor": pipeline_s / io_s,
+        "reference_over_ours_registration": ref_reg_s / stages["register"],
+        "shift_error_m": shift_err, "reference_shift_error_m": ref_err,
+        "patches_kept": result.stats["patches_kept"],
+        "peak_host_mb": peak_host_mb, "peak_device_mb": peak_device_mb,
+    }
+    print(f"device: {results['device']}  size: {args.size_px} px  repeats: {args.repeats}")
+    print(f"I/O floor            {io_s:8.2f} s")
+    print(f"pipeline             {pipeline_s:8.2f} s   = {results['pipeline_over_io_floor']:.2f} x the I/O floor")
+    for k, v in stages.items():
+        print(f"  {k:<18} {v:8.3f} s")
+    print(f"registration         {stages['register']:8.2f} s   shift error {shift_err:.2f} m")
+    print(f"reference (OpenCV)   {ref_reg_s:8.2f} s   shift error {ref_err:.2f} m   "
+          f"= {results['reference_over_ours_registration']:.2f} x ours")
+    print(f"reference blur+fit   {ref_fit_s:8.2f} s   (ours: mtf+fit {results['blur_fit_s']:.2f} s)")
+    print(f"peak memory          host {peak_host_mb:.0f} MB, device {peak_device_mb:.0f} MB")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
