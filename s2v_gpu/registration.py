@@ -51,6 +51,11 @@ class RegistrationConfig:
     inlier_px: float = 1.0  # robust mode: matches within this radius of the median are averaged
     refine: bool = True  # robust mode: Gauss-Newton refinement over the valid overlap
     refine_iterations: int = 15
+    #: robust mode: SIFT on at most this many tiles, those with the most valid pixels (the matches
+    #: only seed the refinement; the paper mode always uses every tile). 0: every tile.
+    max_tiles: int = 8
+    #: robust mode: the refinement uses at most this many pixels (a regular subsample of the overlap)
+    refine_max_pixels: int = 400_000
     max_spread_m: float = 10.0  # robust spread of the matches above this: weak registration
     #: Fewer matches than this fraction within ``inlier_px`` of the median (among the matches on valid
     #: pixels, before the distance window): the matches do not agree, e.g. because the true shift lies
@@ -128,13 +133,14 @@ def _tiles(x: torch.Tensor, size: int) -> tuple[torch.Tensor, list[tuple[int, in
 
 def match_keypoints(
     reference: torch.Tensor, moving: torch.Tensor, ref_valid: torch.Tensor, mov_valid: torch.Tensor,
-    cfg: RegistrationConfig, mask_before_detection: bool,
+    cfg: RegistrationConfig, mask_before_detection: bool, max_tiles: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SIFT matches between two images cut into tiles.
 
     Args:
         reference, moving: ``(H, W)`` float images on one grid.
         ref_valid, mov_valid: ``(H, W)`` bool.
+        max_tiles: use only that many tiles, those with the most valid pixels (0: all).
 
     Returns:
         ``(p_ref (M, 2), p_mov (M, 2))`` matched positions (x, y) in pixels of the full images.
@@ -144,6 +150,12 @@ def match_keypoints(
     size = min(cfg.tile_size, max(reference.shape))
     tiles, offsets = _tiles(imgs, size)  # T, 2, s, s
     masks, _ = _tiles(torch.stack([ref_valid, mov_valid]).to(imgs.dtype), size)
+    if max_tiles and tiles.shape[0] > max_tiles:
+        # the tiles where both images are the most valid (ties: the first in row order)
+        score = masks.prod(dim=1).flatten(1).sum(1)
+        pick = torch.argsort(-score, stable=True)[:max_tiles].sort().values
+        tiles, masks = tiles[pick], masks[pick]
+        offsets = [offsets[i] for i in pick.tolist()]
     t = tiles.shape[0]
     batch = tiles.transpose(0, 1).reshape(2 * t, 1, size, size)  # all reference tiles, then moving
     mask = masks.transpose(0, 1).reshape(2 * t, 1, size, size) if mask_before_detection else None
@@ -181,12 +193,14 @@ def _valid_at(valid: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 def refine_translation(
     reference: torch.Tensor, moving: torch.Tensor, ref_valid: torch.Tensor, mov_valid: torch.Tensor,
-    shift_px: tuple[float, float], iterations: int = 15, tol_px: float = 1e-3,
+    shift_px: tuple[float, float], iterations: int = 15, tol_px: float = 1e-3, max_pixels: int = 400_000,
 ) -> tuple[tuple[float, float], int]:
     """Refine a translation by iteratively reweighted Gauss-Newton (Lucas-Kanade) over the overlap.
 
     Model: ``reference(p) = a * moving(p + d) + b``; unknowns d (2), gain a and offset b; Tukey
     weights on the residuals (scale from their MAD) reject what one image shows and the other does not.
+    Each step solves the 4x4 weighted normal equations in float64 over at most ``max_pixels`` pixels
+    (a regular subsample of the valid overlap).
 
     Args:
         reference, moving: ``(H, W)`` float32 images.
@@ -198,12 +212,15 @@ def refine_translation(
     """
     d = torch.tensor(shift_px, dtype=torch.float64)
     ref = reference.double()
-    weights_scale = None
+    mov = moving[None, None].double()
+    h, w = reference.shape
+    step = max(1, int(math.ceil(math.sqrt(h * w / max(1, max_pixels)))))
+    sub = (slice(0, None, step), slice(0, None, step))  # a regular subsample
     n_used = 0
     for _ in range(iterations):
-        warped, ok = apply_shift(moving[None, None].double(), mov_valid[None, None], (float(d[0]), float(d[1])))
+        warped, ok = apply_shift(mov, mov_valid[None, None], (float(d[0]), float(d[1])))
         warped, ok = warped[0, 0], ok[0, 0] & ref_valid
-        # central-difference gradients of the warped image; invalid where a neighbour is invalid
+        # central differences, valid where both neighbours are valid
         gx = torch.zeros_like(warped)
         gy = torch.zeros_like(warped)
         gx[:, 1:-1] = (warped[:, 2:] - warped[:, :-2]) / 2
@@ -213,29 +230,29 @@ def refine_translation(
         okg[1:-1, :] &= ok[2:, :] & ok[:-2, :]
         okg[:, [0, -1]] = False
         okg[[0, -1], :] = False
+        warped, gx, gy, okg = warped[sub], gx[sub], gy[sub], okg[sub]
         m = okg.flatten()
         n_used = int(m.sum())
         if n_used < 100:
             break
         A = torch.stack([warped.flatten()[m], torch.ones(n_used, dtype=torch.float64, device=ref.device),
                          gx.flatten()[m], gy.flatten()[m]], dim=1)
-        y = ref.flatten()[m]
-        w = torch.ones_like(y)
+        y = ref[sub].flatten()[m]
+        wts = torch.ones_like(y)
         for _irls in range(3):
-            sw = w.sqrt()
-            theta = torch.linalg.lstsq(A * sw[:, None], (y * sw)[:, None], driver="gels").solution[:, 0]
+            aw = A * wts[:, None]
+            theta = torch.linalg.solve(aw.T @ A, aw.T @ y)
             r = y - A @ theta
-            scale = 1.4826 * (r - r.median()).abs().median().clamp_min(1e-9)
-            weights_scale = scale
+            probe = r[:: max(1, r.numel() // 100_000)]
+            scale = 1.4826 * (probe - probe.median()).abs().median().clamp_min(1e-9)
             u = r / (4.685 * scale)
-            w = torch.where(u.abs() < 1, (1 - u**2) ** 2, torch.zeros_like(u))
+            wts = torch.where(u.abs() < 1, (1 - u**2) ** 2, torch.zeros_like(u))
         a = theta[0]
         # reference ~ a*warped + b + a*grad.delta  ->  theta[2:] = a * delta
         delta = (theta[2:] / a).cpu()
         d = d + delta
         if delta.abs().max() < tol_px:
             break
-    del weights_scale
     return (float(d[0]), float(d[1])), n_used
 
 
@@ -273,8 +290,9 @@ def register(
     mov_valid = torch.ones_like(moving, dtype=torch.bool) if mov_valid is None else mov_valid.bool()
     reference, moving = reference.float(), moving.float()
 
-    p_ref, p_mov = match_keypoints(reference, moving, ref_valid, mov_valid, cfg,
-                                   mask_before_detection=cfg.mode == "robust")
+    robust = cfg.mode == "robust"
+    p_ref, p_mov = match_keypoints(reference, moving, ref_valid, mov_valid, cfg, mask_before_detection=robust,
+                                   max_tiles=cfg.max_tiles if robust and cfg.refine else 0)
     n_candidates = int(p_ref.shape[0])
     keep = _valid_at(ref_valid, p_ref) & _valid_at(mov_valid, p_mov)
     disp = (p_mov - p_ref)[keep]  # pixels, (x right, y down)
@@ -319,7 +337,8 @@ def register(
                          f"(< {cfg.min_inlier_fraction:.0%}); the shift may exceed {cfg.max_distance_m} m")
         return result
     if cfg.mode == "robust" and cfg.refine:
-        refined, used = refine_translation(reference, moving, ref_valid, mov_valid, sift_px, cfg.refine_iterations)
+        refined, used = refine_translation(reference, moving, ref_valid, mov_valid, sift_px, cfg.refine_iterations,
+                                           max_pixels=cfg.refine_max_pixels)
         # the refinement starts from the match estimate: a jump larger than the inlier radius means it
         # locked onto something else, keep the match estimate then
         if math.hypot(refined[0] - sift_px[0], refined[1] - sift_px[1]) <= 2 * cfg.inlier_px and used >= 100:
