@@ -74,24 +74,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu") -> PairResult:
-    """Run every stage on one pair.
+@dataclass
+class PairInputs:
+    """What :func:`load_pair` read for a pair: the VENuS bands on the common 5 m grid and the
+    Sentinel-2 bands on the 10 m / 20 m grids grown by ``margin`` pixels, already on the device."""
+
+    pair: Pair
+    grid: CommonGrid
+    margin: int
+    v: object
+    s10: object
+    s20: object
+    read_s: float
+
+
+def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu") -> PairInputs:
+    """Read one pair's inputs (the I/O part of :func:`process_pair`; the run calls it in a background
+    thread for the next pair while the current one is computed).
 
     Raises:
-        PairSkipped: the pair gives no patch (the message says why).
-        S2VError / OSError: a product is broken (missing file, unreadable raster, bad metadata).
+        PairSkipped: the footprints do not overlap.
+        S2VError / OSError: a product is broken.
     """
     device = torch.device(device)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        _sync(device)
-        now = time.perf_counter()
-        timings[name] = timings.get(name, 0.0) + now - clock
-        clock = now
-
+    start = time.perf_counter()
     venus = TheiaProduct(pair.venus)
     s2 = TheiaProduct(pair.s2)
     grid = common_grid(venus.grid("XS"), s2.grid("R1"), min_size_px=cfg.patches.size_5m)
@@ -104,7 +110,31 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
     s10 = read_on_grid(s2, GROUP_10M["s2"], grid.expanded(10.0, margin), kind=kind, masks=masks, device=device)
     s20 = read_on_grid(s2, GROUP_20M["s2"], grid.expanded(20.0, margin // 2 + 1), kind=kind, masks=masks,
                        device=device)
-    lap("read")
+    _sync(device)
+    return PairInputs(pair, grid, margin, v, s10, s20, time.perf_counter() - start)
+
+
+def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu",
+                 inputs: PairInputs | None = None) -> PairResult:
+    """Run every stage on one pair (reading it first unless ``inputs`` come from :func:`load_pair`).
+
+    Raises:
+        PairSkipped: the pair gives no patch (the message says why).
+        S2VError / OSError: a product is broken (missing file, unreadable raster, bad metadata).
+    """
+    device = torch.device(device)
+    inputs = inputs or load_pair(pair, cfg, device)
+    timings: dict[str, float] = {"read": inputs.read_s}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        _sync(device)
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock
+        clock = now
+
+    grid, margin, v, s10, s20 = inputs.grid, inputs.margin, inputs.v, inputs.s10, inputs.s20
     if not v.valid.any():
         raise PairSkipped(f"{pair.pair_id}: no valid VENuS pixel in the common footprint ({pair.venus.name})")
     if not s10.valid.any():

@@ -13,6 +13,7 @@ import math
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from .config import ConfigError, RunConfig, register_configs, validate
 from .errors import S2VError
 from .output import (INDEX_COLUMNS, clean_stale, pair_file_names, read_tsv, write_json, write_pair, write_tsv)
 from .pairing import Pair, find_pairs, sites_in
-from .pipeline import PairResult, PairSkipped, process_pair
+from .pipeline import PairResult, PairSkipped, load_pair, process_pair
 from .products import TheiaProduct, find_products
 from .synthetic import TRUTH_FILE, generate, preset
 
@@ -112,45 +113,61 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None) -> dict:
     log.info("site %s: %d pairs (%d already complete) on %s -> %s", site, len(pairs),
              sum(names_of[p.pair_id]["pair_id"] in done for p in pairs), device, site_dir)
 
-    outcomes: list[dict] = []
-    bar = tqdm(pairs, desc=site, unit="pair", disable=not cfg.progress, file=sys.stderr)
-    for pair in bar:
-        names = names_of[pair.pair_id]
-        pid = names["pair_id"]
-        if pid in done:
-            outcomes.append({"pair_id": pid, "status": "complete", "reason": "already in the dataset"})
-            continue
-        start = time.perf_counter()
-        try:
-            result = process_pair(pair, cfg.pipeline, device)
-            write_pair(site_dir, result, names)
-            seconds = time.perf_counter() - start
-            zenith = TheiaProduct(pair.venus).metadata.mean_viewing_zenith
-            row = {
-                "venus_product_id": pair.venus_name.name, "sentinel2_product_id": pair.s2_name.name,
-                **{c: names[c] for c in INDEX_COLUMNS[2:6]}, "s2_tile": pair.tile, "vns_site": site,
-                "date": pair.date, "venus_zenith_angle": "" if math.isnan(zenith) else f"{zenith:.6f}",
-                "patches_gpkg": names["patches_gpkg"], "nb_patches": result.stats["patches_kept"],
-            }
-            new_details = {**details, pid: _detail_row(result, pid, device, seconds)}
-            write_tsv(details_path, sorted(new_details.values(), key=lambda r: r["pair_id"]), DETAIL_COLUMNS)
-            new_rows = sorted(index_rows + [row], key=lambda r: (r["date"], r["s2_tile"]))
-            write_tsv(index_path, new_rows, INDEX_COLUMNS)  # last: the pair is complete from here on
-            index_rows, details = new_rows, new_details
-            done.add(pid)
-            r = result.registration
-            log.info("%s: %d patches kept, shift (%.2f, %.2f) m [%s, %d matches], %.1f s", pid,
-                     result.stats["patches_kept"], r.shift_m[0], r.shift_m[1], r.mode, r.n_matches, seconds)
-            outcomes.append({"pair_id": pid, "status": "written", "patches": result.stats["patches_kept"],
-                             "seconds": round(seconds, 3)})
-        except BaseException:
-            # nothing of a pair that did not complete stays in the dataset (its index row was not
-            # written); an interruption (KeyboardInterrupt, SystemExit) still stops the run
-            _remove_pair_files(site_dir, names)
-            if not isinstance(sys.exc_info()[1], Exception):
-                raise
-            exc = sys.exc_info()[1]
-            _record_failure(pid, exc, outcomes)
+    outcomes: list[dict] = [{"pair_id": names_of[p.pair_id]["pair_id"], "status": "complete",
+                              "reason": "already in the dataset"} for p in pairs if names_of[p.pair_id]["pair_id"] in done]
+    todo = [p for p in pairs if names_of[p.pair_id]["pair_id"] not in done]
+    # the next pair is read in a background thread while the current one is computed
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2v-reader")
+    prefetched = {}
+
+    def prefetch(i: int) -> None:
+        if i < len(todo):
+            prefetched[i] = loader.submit(load_pair, todo[i], cfg.pipeline, device)
+
+    try:
+        prefetch(0)
+        bar = tqdm(todo, desc=site, unit="pair", disable=not cfg.progress, file=sys.stderr)
+        for i, pair in enumerate(bar):
+            names = names_of[pair.pair_id]
+            pid = names["pair_id"]
+            start = time.perf_counter()
+            try:
+                inputs = prefetched.pop(i).result()
+                prefetch(i + 1)
+                result = process_pair(pair, cfg.pipeline, device, inputs=inputs)
+                del inputs
+                write_pair(site_dir, result, names)
+                seconds = time.perf_counter() - start
+                zenith = TheiaProduct(pair.venus).metadata.mean_viewing_zenith
+                row = {
+                    "venus_product_id": pair.venus_name.name, "sentinel2_product_id": pair.s2_name.name,
+                    **{c: names[c] for c in INDEX_COLUMNS[2:6]}, "s2_tile": pair.tile, "vns_site": site,
+                    "date": pair.date, "venus_zenith_angle": "" if math.isnan(zenith) else f"{zenith:.6f}",
+                    "patches_gpkg": names["patches_gpkg"], "nb_patches": result.stats["patches_kept"],
+                }
+                new_details = {**details, pid: _detail_row(result, pid, device, seconds)}
+                write_tsv(details_path, sorted(new_details.values(), key=lambda r: r["pair_id"]), DETAIL_COLUMNS)
+                new_rows = sorted(index_rows + [row], key=lambda r: (r["date"], r["s2_tile"]))
+                write_tsv(index_path, new_rows, INDEX_COLUMNS)  # last: the pair is complete from here on
+                index_rows, details = new_rows, new_details
+                done.add(pid)
+                r = result.registration
+                log.info("%s: %d patches kept, shift (%.2f, %.2f) m [%s, %d matches], %.1f s", pid,
+                         result.stats["patches_kept"], r.shift_m[0], r.shift_m[1], r.mode, r.n_matches, seconds)
+                outcomes.append({"pair_id": pid, "status": "written", "patches": result.stats["patches_kept"],
+                                 "seconds": round(seconds, 3)})
+            except BaseException:
+                # nothing of a pair that did not complete stays in the dataset (its index row was not
+                # written); an interruption (KeyboardInterrupt, SystemExit) still stops the run
+                _remove_pair_files(site_dir, names)
+                if not isinstance(sys.exc_info()[1], Exception):
+                    raise
+                exc = sys.exc_info()[1]
+                _record_failure(pid, exc, outcomes)
+                if i + 1 not in prefetched:
+                    prefetch(i + 1)
+    finally:
+        loader.shutdown(wait=True, cancel_futures=True)
     summary = {
         "site": site, "products": str(products_root), "dataset": str(site_dir), "device": str(device),
         "pairs": len(pairs), "pairs_in_dataset": len(index_rows), "rejected_names": rejected,

@@ -190,10 +190,10 @@ def test_duplicate_processing_versions_keep_the_newest(corpus, tmp_path):
 def test_unexpected_exception_is_recorded_with_traceback(corpus, tmp_path, monkeypatch):
     real = run_mod.process_pair
 
-    def flaky(pair, cfg, device):
+    def flaky(pair, cfg, device, **kw):
         if pair.date == VICTIM:
             return 1 / 0
-        return real(pair, cfg, device)
+        return real(pair, cfg, device, **kw)
 
     monkeypatch.setattr(run_mod, "process_pair", flaky)
     summary = _run(corpus, tmp_path)

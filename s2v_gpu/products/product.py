@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,9 @@ from .metadata import ProductMetadata, read_metadata_bytes
 from .naming import ProductName, parse_product_name
 
 log = logging.getLogger(__name__)
+
+#: Files of one window read at a time.
+READ_THREADS = 8
 
 
 @dataclass
@@ -246,30 +250,33 @@ class TheiaProduct:
         out_transform = rasterio.windows.transform(window, ref.transform)
         h, w = int(window.height), int(window.width)
 
-        dn = np.empty((len(bands), h, w), dtype=np.int16)
-        for i, band in enumerate(bands):
-            dn[i] = _read_checked(self.band_file(band, kind), window, ref, fill=self.nodata)
-        invalid = (dn == self.nodata).any(axis=0)
-
-        def flags(kind: str, fill: int) -> np.ndarray | None:
+        band_paths = [self.band_file(band, kind) for band in bands]
+        wanted = [k for k, on in (("EDG", masks.use_edg), ("CLM", masks.use_clm), ("SAT", masks.use_sat),
+                                  ("MG2", bool(masks.mg2_invalid_bits))) if on]
+        mask_paths = {}
+        for k in wanted:
             try:
-                path = self.mask_file(kind, group)
+                mask_paths[k] = self.mask_file(k, group)
             except MissingFileError:
                 if not masks.allow_missing:
                     raise
-                log.warning("%s: no %s_%s mask, ignored (allow_missing)", self.path, kind, group)
-                return None
-            return _read_checked(path, window, ref, fill=fill).astype(np.int64)
-
-        if masks.use_edg and (edg := flags("EDG", 1)) is not None:
-            invalid |= edg != 0
-        if masks.use_clm and (clm := flags("CLM", 0)) is not None:
-            invalid |= clm != 0
-        if masks.use_sat and (sat := flags("SAT", 0)) is not None:
+                log.warning("%s: no %s_%s mask, ignored (allow_missing)", self.path, k, group)
+        # GDAL releases the GIL while decoding: the files of a window are read in parallel threads
+        jobs = [(p, self.nodata) for p in band_paths] + [(p, 1 if k == "EDG" else 0) for k, p in mask_paths.items()]
+        with ThreadPoolExecutor(max_workers=min(len(jobs), READ_THREADS)) as pool:
+            arrays = list(pool.map(lambda job: _read_checked(job[0], window, ref, fill=job[1]), jobs))
+        dn = np.stack(arrays[: len(bands)]).astype(np.int16, copy=False)
+        flags = {k: a.astype(np.int64) for k, a in zip(mask_paths, arrays[len(bands):])}
+        invalid = (dn == self.nodata).any(axis=0)
+        if "EDG" in flags:
+            invalid |= flags["EDG"] != 0
+        if "CLM" in flags:
+            invalid |= flags["CLM"] != 0
+        if "SAT" in flags:
             order = self.groups[group]
-            invalid |= (sat & sum(1 << order.index(b) for b in bands)) != 0
-        if masks.mg2_invalid_bits and (mg2 := flags("MG2", 0)) is not None:
-            invalid |= (mg2 & sum(1 << (b - 1) for b in masks.mg2_invalid_bits)) != 0
+            invalid |= (flags["SAT"] & sum(1 << order.index(b) for b in bands)) != 0
+        if "MG2" in flags:
+            invalid |= (flags["MG2"] & sum(1 << (b - 1) for b in masks.mg2_invalid_bits)) != 0
 
         refl = torch.from_numpy(dn).to(device).to(torch.float32) / self.quantification
         valid = torch.from_numpy(~invalid).to(device)
