@@ -54,6 +54,8 @@ class RunConfig:
     #: site cut/padded to 8 characters, red-edge files named b4b5b6b8a).
     layout: str = "clean"
     progress: bool = True
+    #: write the site's quality report (site_folder/report/) at the end of the run
+    report: bool = True
     paths: PathsConfig = field(default_factory=PathsConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)

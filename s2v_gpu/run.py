@@ -178,6 +178,15 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None) -> dict:
         "outcomes": outcomes,
         "config": asdict(cfg),
     }
+    if cfg.report and index_rows:
+        try:
+            from .report import build_report
+
+            summary["report"] = str(site_dir / "report" / "report.html")
+            build_report(site_dir)
+        except Exception as exc:  # noqa: BLE001 - the dataset is written; the report is a by-product
+            log.error("quality report failed: %s", exc)
+            summary["report_error"] = f"{type(exc).__name__}: {exc}"
     write_json(site_dir / "summary.json", summary)
     log.info("site %s: %d pairs in the dataset (%d written now, %d skipped, %d failed), %d patches", site,
              summary["pairs_in_dataset"], summary["written"], summary["skipped"], summary["failed"],

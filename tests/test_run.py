@@ -15,7 +15,7 @@ from s2v_gpu.config import ConfigError
 from s2v_gpu.output import INDEX_COLUMNS
 from s2v_gpu.run import execute
 
-TINY = ["pipeline.patches.size_5m=64", "pipeline.radiometry.min_pixels=200", "progress=false"]
+TINY = ["pipeline.patches.size_5m=64", "pipeline.radiometry.min_pixels=200", "progress=false", "report=false"]
 
 
 def compose_cfg(overrides):

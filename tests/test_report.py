@@ -1,0 +1,125 @@
+"""Quality report and Dataset over a generated folder."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from s2v_gpu.dataset import Sen2VenusDataset, read_index, split_by_pairs, split_by_sites
+from s2v_gpu.mtf import band_sigmas_px, centred_gaussian_kernel
+from s2v_gpu.report import ReportConfig, build_report
+from s2v_gpu.run import execute
+
+from .test_run import TINY, compose_cfg
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_archive, tmp_path_factory):
+    """The tiny archive processed twice under two site names (a second 'site' for the splits)."""
+    root = tmp_path_factory.mktemp("report")
+    execute(compose_cfg(["data=theia", f"paths.products={tiny_archive.root}", f"paths.dataset={root}", *TINY]))
+    # a copy of the site under another name stands for a second site
+    import shutil
+
+    import pandas as pd
+
+    shutil.copytree(root / "SYNTH-1", root / "SYNTH-2")
+    index = pd.read_csv(root / "SYNTH-2" / "index.csv", sep="\t")
+    index["vns_site"] = "SYNTH-2"
+    index.to_csv(root / "SYNTH-2" / "index.csv", sep="\t", index=False)
+    return root
+
+
+def _numpy_downsample(img: np.ndarray, sigma: float, factor: int) -> np.ndarray:
+    """Separable correlation with the same centred taps, 'reflect' like torch, sampled at block centres."""
+    k = centred_gaussian_kernel(sigma, factor, dtype=torch.float64).numpy()
+    size = len(k)
+    pad = (size - factor) // 2
+    extra = (size - factor) % 2
+
+    def axis(a, ax):
+        a = np.pad(a, [(0, 0)] * ax + [(pad, pad + extra)] + [(0, 0)] * (a.ndim - ax - 1), mode="reflect")
+        n = (a.shape[ax] - size) // factor + 1
+        out = np.zeros(a.shape[:ax] + (n,) + a.shape[ax + 1:])
+        for t in range(size):
+            sl = [slice(None)] * a.ndim
+            sl[ax] = slice(t, t + factor * n, factor)
+            out += k[t] * a[tuple(sl)]
+        return out
+
+    return axis(axis(img, 1), 0)
+
+
+def test_metrics_agree_with_numpy(dataset, tmp_path):
+    cfg = ReportConfig(n_patches=12, max_pairs=10, seed=3)
+    report = build_report(dataset, cfg, tmp_path / "report")
+    entries = {e.pair_id: e for e in read_index(dataset) if e.site == "SYNTH-1"}
+    groups = {("B2", "B3", "B4", "B8"): ("tensor_05m_b2b3b4b8", "tensor_10m_b2b3b4b8", 2, 10.0),
+              ("B5", "B6", "B7", "B8A"): ("tensor_05m_b5b6b7b8a", "tensor_20m_b5b6b7b8a", 4, 20.0)}
+    for bands, (vcol, scol, factor, res) in groups.items():
+        errors = {b: [] for b in bands}
+        for pid, j in report["selection"]["SYNTH-1"]:
+            e = entries[pid]
+            v = torch.load(e.folder / e.files[vcol])[j].numpy().astype(np.float64) / 10000
+            s = torch.load(e.folder / e.files[scol])[j].numpy().astype(np.float64) / 10000
+            for c, (b, sig) in enumerate(zip(bands, band_sigmas_px(bands, res))):
+                errors[b].append((_numpy_downsample(v[c], sig, factor) - s[c]).ravel())
+        for b in bands:
+            err = np.concatenate(errors[b])
+            assert report["metrics"]["SYNTH-1"][b]["mae"] == pytest.approx(np.abs(err).mean(), rel=1e-6)
+            assert report["metrics"]["SYNTH-1"][b]["rmse"] == pytest.approx(np.sqrt((err**2).mean()), rel=1e-6)
+    assert len(report["selection"]["SYNTH-1"]) == 12
+
+
+def test_figures_and_html(dataset, tmp_path):
+    out = tmp_path / "report"
+    report = build_report(dataset, ReportConfig(), out)
+    page = (out / "report.html").read_text()
+    for name in report["figures"]:
+        png = out / f"{name}.png"
+        assert png.stat().st_size > 2000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"src='{name}.png'" in page
+    assert {"pairs_per_site", "dates_per_site", "time_deltas", "patches_per_site", "patches_per_pair", "mae", "rmse",
+            "shifts_and_drops", "sample_patches"} <= set(report["figures"])
+    assert "SYNTH-2" in page and "MAE" in page
+
+
+def test_flags(dataset, tmp_path):
+    report = build_report(dataset, ReportConfig(max_mae=1e-6, weak_min_matches=10_000), tmp_path / "r")
+    assert any("MAE" in f for f in report["flags"]) and report["weak_registrations"]
+
+
+def test_run_writes_the_site_report(tiny_archive, tmp_path):
+    extra = [o for o in TINY if o != "report=false"]
+    execute(compose_cfg(["data=theia", f"paths.products={tiny_archive.root}", f"paths.dataset={tmp_path}", *extra]))
+    assert (tmp_path / "SYNTH-1" / "report" / "report.html").exists()
+
+
+def test_dataloader_batches(dataset):
+    ds = Sen2VenusDataset(dataset, groups=("10m", "20m"))
+    assert len(ds) == sum(e.n for e in read_index(dataset))
+    batch = next(iter(DataLoader(ds, batch_size=4, num_workers=2, shuffle=True,
+                                 generator=torch.Generator().manual_seed(0))))
+    assert batch["s2_10m"].shape == (4, 4, 32, 32) and batch["venus_05m_10mbands"].shape == (4, 4, 64, 64)
+    assert batch["s2_20m"].shape == (4, 4, 16, 16) and batch["venus_05m_20mbands"].shape == (4, 4, 64, 64)
+    assert batch["s2_10m"].dtype == torch.float32 and 0 < batch["s2_10m"].mean() < 0.5
+    only10 = Sen2VenusDataset(dataset, groups=("10m",))[0]
+    assert "s2_20m" not in only10 and only10["patch"] == 0
+
+
+def test_splits_keep_whole_pairs_and_sites_apart(dataset):
+    pairs = read_index(dataset)
+    train, test = split_by_sites(pairs, ["SYNTH-2"])
+    assert test and all(p.site == "SYNTH-2" for p in test) and all(p.site != "SYNTH-2" for p in train)
+    train_ds = Sen2VenusDataset(dataset, pairs=train)
+    assert {train_ds[i]["site"] for i in range(len(train_ds))} == {"SYNTH-1"}
+    train, test = split_by_pairs(pairs, 0.34, seed=1)
+    assert not {(p.site, p.pair_id) for p in train} & {(p.site, p.pair_id) for p in test}
+    assert len(train) + len(test) == len(pairs)
+
+
+def test_published_names_are_read_through_the_index(tiny_archive, tmp_path):
+    execute(compose_cfg(["data=theia", f"paths.products={tiny_archive.root}", f"paths.dataset={tmp_path}",
+                         "layout=published", *TINY]))
+    ds = Sen2VenusDataset(tmp_path / "SYNTH-1")
+    assert len(ds) > 0 and ds[0]["s2_20m"].shape == (4, 16, 16)
