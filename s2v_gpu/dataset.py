@@ -44,7 +44,9 @@ class PairEntry:
 def read_index(root: str | Path, sites: list[str] | None = None) -> list[PairEntry]:
     """Pairs listed by the ``index.csv`` of every site folder under ``root`` (or of ``root`` itself)."""
     root = Path(root)
-    indexes = [root / "index.csv"] if (root / "index.csv").exists() else sorted(root.glob("*/index.csv"))
+    # a site folder, or a dataset root (its site folders; a merged root index.csv is not read twice)
+    site_level = (root / "index.csv").exists() and not list(root.glob("*/index.csv"))
+    indexes = [root / "index.csv"] if site_level else sorted(root.glob("*/index.csv"))
     entries = []
     for index in indexes:
         df = pd.read_csv(index, sep="\t", dtype=str)

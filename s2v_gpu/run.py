@@ -39,9 +39,15 @@ DETAIL_COLUMNS = [
 ]
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, job_num: int | None = None) -> torch.device:
+    """``auto``: CUDA when available, else the CPU. With several visible GPUs, job k of a multirun
+    takes ``cuda:(k mod count)``, so parallel jobs on one machine do not share a GPU by default (a
+    launcher that sets CUDA_VISIBLE_DEVICES per job leaves one visible GPU: ``cuda:0``)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        count = torch.cuda.device_count()
+        return torch.device(f"cuda:{job_num % count}" if job_num is not None and count > 1 else "cuda")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device.name={name}: no CUDA device here (use device=cpu or device=auto)")
@@ -77,14 +83,14 @@ def json_list(w: torch.Tensor) -> str:
     return "[" + ",".join("[" + ",".join(f"{v:.6f}" for v in row) + "]" for row in w.tolist()) + "]"
 
 
-def execute(cfg: RunConfig, dataset_dir: Path | None = None) -> dict:
+def execute(cfg: RunConfig, dataset_dir: Path | None = None, job_num: int | None = None) -> dict:
     """Run one site; returns the run summary (also written to ``summary.json`` in the site folder).
 
     Raises:
         ConfigError: the configuration is wrong (nothing was done).
     """
     validate(cfg)
-    device = resolve_device(cfg.device.name)
+    device = resolve_device(cfg.device.name, job_num)
     if cfg.device.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     products_root = Path(cfg.paths.products) if cfg.paths.products is not None else demo_products(cfg)
@@ -230,8 +236,25 @@ def _record_failure(pid: str, exc: Exception, outcomes: list[dict]) -> None:
                          "traceback": tb})
 
 
+#: Keys whose sweep does not need a folder of its own (sites already get one; devices give the same data).
+NOT_SEPARATED = ("site", "device", "data", "paths.", "progress", "report", "hydra/", "hydra.")
+
+
+def _swept_keys(sweep_dir: Path) -> set[str]:
+    """Keys swept by the multirun (values with commas or sweep functions), read from multirun.yaml."""
+    from omegaconf import OmegaConf as OC
+
+    path = sweep_dir / "multirun.yaml"
+    if not path.exists():
+        return set()
+    overrides = OC.load(path).hydra.overrides.task
+    return {o.split("=", 1)[0].lstrip("+~") for o in overrides
+            if "=" in o and ("," in o.split("=", 1)[1] or "(" in o.split("=", 1)[1])}
+
+
 def _dataset_dir(cfg: RunConfig) -> Path:
-    """paths.dataset, or in a sweep paths.dataset/<swept overrides> so each combination has its own."""
+    """paths.dataset; in a sweep of thresholds, paths.dataset/<swept key=value,...> so that each
+    combination has its own folder (sweeping sites or devices only writes into paths.dataset)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -240,9 +263,11 @@ def _dataset_dir(cfg: RunConfig) -> Path:
         hc = HydraConfig.get()
     except ValueError:
         return base
-    if hc.mode == RunMode.MULTIRUN and hc.job.override_dirname:
-        return base / hc.job.override_dirname
-    return base
+    if hc.mode != RunMode.MULTIRUN:
+        return base
+    swept = {k for k in _swept_keys(Path(hc.sweep.dir)) if not k.startswith(NOT_SEPARATED)}
+    parts = [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") in swept]
+    return base / ",".join(sorted(parts)) if parts else base
 
 
 register_configs()
@@ -256,8 +281,9 @@ def main(dcfg: DictConfig) -> None:
     cfg: RunConfig = OmegaConf.to_object(dcfg)
     # in a sweep one job's failure must not stop the others: exit codes are for single runs
     single = HydraConfig.get().mode != RunMode.MULTIRUN
+    job_num = None if single else HydraConfig.get().job.num
     try:
-        summary = execute(cfg, _dataset_dir(cfg))
+        summary = execute(cfg, _dataset_dir(cfg), job_num)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         if single:

@@ -1,0 +1,65 @@
+"""``python -m s2v_gpu.aggregate paths.dataset=ROOT``: merge per-site outputs into one dataset index.
+
+Writes ``ROOT/index.csv`` (every site's rows, the Table 4 columns plus ``site_folder``),
+``ROOT/summary.json`` (every site's run summary) and the quality report over all sites
+(``ROOT/report/``). Sites are found as sub-folders holding an ``index.csv``; jobs of a multirun write
+into their own site folders, so merging after (or while) they run never collides with them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .output import INDEX_COLUMNS, read_tsv, write_json, write_tsv
+from .report import ReportAppConfig, ReportConfig, build_report
+
+log = logging.getLogger(__name__)
+
+
+def aggregate(root: str | Path, report: ReportConfig | None = None) -> dict:
+    """Merge the site folders under ``root``; returns the merged summary."""
+    root = Path(root)
+    rows, summaries = [], {}
+    for index in sorted(root.glob("*/index.csv")):
+        site_rows = read_tsv(index)
+        for r in site_rows:
+            r["site_folder"] = index.parent.name
+        rows += site_rows
+        summary = index.parent / "summary.json"
+        if summary.exists():
+            s = json.loads(summary.read_text())
+            s.pop("config", None)
+            summaries[index.parent.name] = s
+    if not rows:
+        raise FileNotFoundError(f"{root}: no site folder with an index.csv")
+    write_tsv(root / "index.csv", rows, INDEX_COLUMNS + ["site_folder"])
+    merged = {"sites": sorted(summaries), "pairs": len(rows),
+              "patches": sum(int(r["nb_patches"]) for r in rows), "per_site": summaries}
+    write_json(root / "summary.json", merged)
+    build_report(root, report)
+    log.info("merged %d sites, %d pairs, %d patches into %s", len(summaries), merged["pairs"], merged["patches"],
+             root / "index.csv")
+    return merged
+
+
+def main() -> None:
+    import hydra
+    from omegaconf import OmegaConf
+
+    @hydra.main(version_base="1.3", config_path="pkg://s2v_gpu.conf", config_name="report")
+    def app(dcfg) -> None:
+        cfg: ReportAppConfig = OmegaConf.to_object(dcfg)
+        try:
+            aggregate(cfg.paths.dataset, cfg.report)
+        except FileNotFoundError as exc:
+            log.error("%s", exc)
+            sys.exit(1)
+
+    app()
+
+
+if __name__ == "__main__":
+    main()
