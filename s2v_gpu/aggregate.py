@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 from .output import INDEX_COLUMNS, read_tsv, write_json, write_tsv
-from .report import ReportAppConfig, ReportConfig, build_report
+from .report import ReportConfig, build_report, hydra_app
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +45,7 @@ def aggregate(root: str | Path, report: ReportConfig | None = None) -> dict:
 
 
 def main() -> None:
-    import hydra
-    from omegaconf import OmegaConf
-
-    @hydra.main(version_base="1.3", config_path="pkg://s2v_gpu.conf", config_name="report")
-    def app(dcfg) -> None:
-        cfg: ReportAppConfig = OmegaConf.to_object(dcfg)
-        try:
-            aggregate(cfg.paths.dataset, cfg.report)
-        except FileNotFoundError as exc:
-            log.error("%s", exc)
-            sys.exit(1)
-
-    app()
+    hydra_app(lambda dataset, report, _out: aggregate(dataset, report))
 
 
 if __name__ == "__main__":

@@ -279,7 +279,9 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
+def hydra_app(action) -> None:
+    """Run ``action(dataset, report_config, out)`` as a Hydra app on the ``report`` config
+    (``paths.dataset=... report.n_patches=...``); a dataset without pairs exits with status 1."""
     import hydra
     from omegaconf import OmegaConf
 
@@ -287,12 +289,16 @@ def main() -> None:
     def app(dcfg) -> None:
         cfg: ReportAppConfig = OmegaConf.to_object(dcfg)
         try:
-            build_report(cfg.paths.dataset, cfg.report, cfg.paths.out)
+            action(cfg.paths.dataset, cfg.report, cfg.paths.out)
         except FileNotFoundError as exc:
             log.error("%s", exc)
             sys.exit(1)
 
     app()
+
+
+def main() -> None:
+    hydra_app(build_report)
 
 
 if __name__ == "__main__":
