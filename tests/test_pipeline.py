@@ -169,3 +169,18 @@ def test_cpu_and_cuda_agree(archive):
     torch.testing.assert_close(gpu.w_10.cpu(), cpu.w_10, atol=1e-4, rtol=0)
     for name in ("v05_10", "s2_10", "v05_20", "s2_20"):
         torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("s2_epsg, origin", [
+    (32630, [280000.0, 4830000.0]),  # Sentinel-2 tile in the neighbouring UTM zone: reprojected
+    (None, [360005.0, 4830005.0]),  # same zone, VENuS grid half a 10 m pixel off the tile grid: resampled
+])
+def test_sentinel2_on_another_grid_is_resampled_onto_venus(tmp_path, s2_epsg, origin):
+    date = SyntheticDate("2019-05-01", dt_minutes=3.0, shift_m=[4.0, -6.0], venus_cloud=0.0, s2_cloud=0.0)
+    generate(SyntheticConfig(size_px=384, dates=[date], s2_epsg=s2_epsg, origin=origin, s2_margin_m=300.0),
+             tmp_path)
+    pair = find_pairs(find_products(tmp_path), "SYNTH-1")[0]
+    result = process_pair(pair, _cfg())
+    dx, dy = result.registration.shift_m
+    assert math.hypot(dx - 4.0, dy + 6.0) < 1.0
+    assert result.stats["patches_kept"] >= 20 and result.crs.to_epsg() == 32631
