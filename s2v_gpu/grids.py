@@ -78,6 +78,17 @@ def common_grid(venus: Grid, s2: Grid, min_size_px: int = 4) -> CommonGrid | Non
     return CommonGrid(venus.crs, left, top, width, height)
 
 
+def translated(grid: Grid, dx_m: float, dy_m: float) -> Grid:
+    """The same grid moved by (dx east, dy north) metres."""
+    t = grid.transform
+    return Grid(grid.crs, Affine(t.a, t.b, t.c + dx_m, t.d, t.e, t.f + dy_m), grid.width, grid.height)
+
+
+def is_aligned(src: Grid, target: Grid) -> bool:
+    """Same CRS and resolution, origins a whole number of pixels apart: a window read, no resampling."""
+    return _aligned(src, target)
+
+
 def _aligned(src: Grid, target: Grid) -> bool:
     if src.crs != target.crs or abs(src.res - target.res) > 1e-9:
         return False

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .bands import GROUP_10M, GROUP_20M
 from .errors import S2VError
-from .grids import CommonGrid, common_grid, read_on_grid
+from .grids import CommonGrid, common_grid, is_aligned, read_on_grid, translated
 from .mtf import band_sigmas_px, mtf_downsample
 from .pairing import Pair
 from .patches import PatchConfig, patch_bounds, to_patches, valid_triplets
@@ -86,6 +86,8 @@ class PairInputs:
     s10: object
     s20: object
     read_s: float
+    #: Sentinel-2 lies on whole pixels of the common grids (same CRS, aligned origin)
+    s2_aligned: bool = True
 
 
 def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu") -> PairInputs:
@@ -111,7 +113,8 @@ def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu
     s20 = read_on_grid(s2, GROUP_20M["s2"], grid.expanded(20.0, margin // 2 + 1), kind=kind, masks=masks,
                        device=device)
     _sync(device)
-    return PairInputs(pair, grid, margin, v, s10, s20, time.perf_counter() - start)
+    aligned = is_aligned(s2.grid("R1"), grid.at(10.0)) and is_aligned(s2.grid("R2"), grid.at(20.0))
+    return PairInputs(pair, grid, margin, v, s10, s20, time.perf_counter() - start, aligned)
 
 
 def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu",
@@ -152,13 +155,24 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
         raise PairSkipped(f"{pair.pair_id}: registration refused: {reg.reason}")
 
     # --- shift Sentinel-2 onto VENuS (10 m and 20 m), then crop the margins
-    dx, dy = reg.shift_px
-    r10, ok10 = apply_shift(s10.reflectance[None], s10.valid[None], (dx, dy))
-    m20 = margin // 2 + 1
-    r20, ok20 = apply_shift(s20.reflectance[None], s20.valid[None], (dx / 2, dy / 2))
-    r10, ok10 = r10[0, :, margin:margin + h10, margin:margin + w10], ok10[0, 0, margin:margin + h10, margin:margin + w10]
     h20, w20 = grid.height // 4, grid.width // 4
-    r20, ok20 = r20[0, :, m20:m20 + h20, m20:m20 + w20], ok20[0, 0, m20:m20 + h20, m20:m20 + w20]
+    if inputs.s2_aligned:
+        dx, dy = reg.shift_px
+        r10, ok10 = apply_shift(s10.reflectance[None], s10.valid[None], (dx, dy))
+        m20 = margin // 2 + 1
+        r20, ok20 = apply_shift(s20.reflectance[None], s20.valid[None], (dx / 2, dy / 2))
+        r10, ok10 = r10[0, :, margin:margin + h10, margin:margin + w10], ok10[0, 0, margin:margin + h10, margin:margin + w10]
+        r20, ok20 = r20[0, :, m20:m20 + h20, m20:m20 + w20], ok20[0, 0, m20:m20 + h20, m20:m20 + w20]
+    else:
+        # Sentinel-2 on another grid (another UTM zone, an offset origin): resample it once from its
+        # own pixels at the shifted positions, reprojection and shift in one bicubic pass (reading the
+        # windows again, from the page cache) rather than interpolating an interpolated image
+        s2 = TheiaProduct(pair.s2)
+        dxm, dym = reg.shift_m
+        kind, masks = cfg.reflectance, cfg.masks
+        a = read_on_grid(s2, GROUP_10M["s2"], translated(grid.at(10.0), dxm, dym), kind=kind, masks=masks, device=device)
+        b = read_on_grid(s2, GROUP_20M["s2"], translated(grid.at(20.0), dxm, dym), kind=kind, masks=masks, device=device)
+        r10, ok10, r20, ok20 = a.reflectance, a.valid, b.reflectance, b.valid
     lap("shift")
 
     # --- patches and their validity

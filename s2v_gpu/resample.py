@@ -16,19 +16,19 @@ from .errors import check_shape
 
 
 def sample_at(
-    image: torch.Tensor, valid: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor
+    image: torch.Tensor, valid: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor, method: str = "keys"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resample an image at fractional pixel positions: bicubic ``grid_sample`` for the values,
-    nearest for the validity.
-
-    A sample is valid only if the 4x4 bicubic support it draws from lies inside the image and holds
-    only valid pixels (pixels pulled in from outside become invalid).
+    """Resample an image at fractional pixel positions.
 
     Args:
         image: ``(B, C, H, W)`` float.
         valid: ``(B, 1, H, W)`` or ``(B, H, W)`` bool.
         cols, rows: ``(h, w)`` positions (pixel index units: 0 is the centre of the first pixel),
             shared by the batch.
+        method: ``"keys"`` (default): the 4x4 Keys cubic (a = -0.5, as :func:`apply_shift`), a sample
+            being valid when its 16 taps are valid and inside the image; ``"grid_sample"``: PyTorch's
+            bicubic ``grid_sample`` (a = -0.75), validity sampled with nearest from the invalid pixels
+            dilated by 2.
 
     Returns:
         ``(samples (B, C, h, w), valid (B, 1, h, w) bool)``; invalid samples hold 0.
@@ -36,10 +36,29 @@ def sample_at(
     check_shape(image, 4, "image")
     if valid.dim() == 3:
         valid = valid[:, None]
-    b, _, h, w = image.shape
+    b, c, h, w = image.shape
+    filled = torch.where(valid, image, torch.zeros((), device=image.device, dtype=image.dtype))
+    if method == "keys":
+        c0, r0 = torch.floor(cols), torch.floor(rows)
+        wx, wy = _keys(cols - c0), _keys(rows - r0)  # (4, h, w) each
+        c0, r0 = c0.long(), r0.long()
+        out = torch.zeros((b, c) + tuple(cols.shape), device=image.device, dtype=image.dtype)
+        ok = torch.ones((b, 1) + tuple(cols.shape), device=image.device, dtype=torch.bool)
+        for j in range(4):
+            rr = r0 + j - 1
+            rin = (rr >= 0) & (rr < h)
+            rr = rr.clamp(0, h - 1)
+            for i in range(4):
+                cc = c0 + i - 1
+                inside = rin & (cc >= 0) & (cc < w)
+                cc = cc.clamp(0, w - 1)
+                out = out + (wy[j] * wx[i]).to(image.dtype) * filled[:, :, rr, cc]
+                ok &= inside & valid[:, :, rr, cc]
+        return out * ok, ok
+    if method != "grid_sample":
+        raise ValueError(f"unknown resampling method {method!r} (expected 'keys' or 'grid_sample')")
     grid = torch.stack(((cols + 0.5) * (2.0 / w) - 1.0, (rows + 0.5) * (2.0 / h) - 1.0), dim=-1)
     grid = grid.to(image.dtype).expand(b, *cols.shape, 2)
-    filled = torch.where(valid, image, torch.zeros((), device=image.device, dtype=image.dtype))
     out = F.grid_sample(filled, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
     # the bicubic support of a sample is the 4 nearest pixels along each axis: dilate the invalid
     # pixels by 2 and sample that with nearest
@@ -48,6 +67,17 @@ def sample_at(
     inside = (cols >= 1) & (cols <= w - 2) & (rows >= 1) & (rows <= h - 2)
     ok &= inside.to(ok.device)[None, None]
     return out * ok, ok
+
+
+def _keys(t: torch.Tensor, a: float = -0.5) -> torch.Tensor:
+    """Keys cubic weights of the taps at offsets -1, 0, 1, 2 for fractions t: ``(4, *t.shape)``."""
+    out = []
+    for o in (-1, 0, 1, 2):
+        x = (t - o).abs()
+        near = (a + 2) * x**3 - (a + 3) * x**2 + 1
+        far = a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+        out.append(torch.where(x <= 1, near, torch.where(x < 2, far, torch.zeros_like(x))))
+    return torch.stack(out)
 
 
 def cubic_weights(t: float, a: float = -0.5) -> list[float]:
@@ -112,7 +142,7 @@ def apply_shift(
         rows = torch.arange(h, device=image.device, dtype=dtype) + shift_px[1]
         cols = torch.arange(w, device=image.device, dtype=dtype) + shift_px[0]
         rr, cc = torch.meshgrid(rows, cols, indexing="ij")
-        return sample_at(image, valid, cc, rr)
+        return sample_at(image, valid, cc, rr, method="grid_sample")
     if method != "keys":
         raise ValueError(f"unknown shift method {method!r} (expected 'keys' or 'grid_sample')")
     x = torch.where(valid, image, torch.zeros((), device=image.device, dtype=image.dtype))
