@@ -86,10 +86,6 @@ def translated(grid: Grid, dx_m: float, dy_m: float) -> Grid:
 
 def is_aligned(src: Grid, target: Grid) -> bool:
     """Same CRS and resolution, origins a whole number of pixels apart: a window read, no resampling."""
-    return _aligned(src, target)
-
-
-def _aligned(src: Grid, target: Grid) -> bool:
     if src.crs != target.crs or abs(src.res - target.res) > 1e-9:
         return False
     dx = (target.transform.c - src.transform.c) / src.res
@@ -112,7 +108,7 @@ def read_on_grid(
     """
     group = product.group_of(bands[0])
     src = product.grid(group)
-    if _aligned(src, target):
+    if is_aligned(src, target):
         return product.read(bands, target.bounds, kind=kind, masks=masks, device=device)
 
     h, w = target.height, target.width

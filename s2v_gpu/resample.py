@@ -70,7 +70,11 @@ def sample_at(
 
 
 def _keys(t: torch.Tensor, a: float = -0.5) -> torch.Tensor:
-    """Keys cubic weights of the taps at offsets -1, 0, 1, 2 for fractions t: ``(4, *t.shape)``."""
+    """Keys cubic weights of the taps at offsets -1, 0, 1, 2 for fractions t: ``(4, *t.shape)``.
+
+    ``a = -0.5`` (Keys 1981) reproduces polynomials up to degree 2; PyTorch's and OpenCV's bicubic use
+    ``a = -0.75``, which does not reproduce a linear ramp (0.04 px error at t = 0.3).
+    """
     out = []
     for o in (-1, 0, 1, 2):
         x = (t - o).abs()
@@ -80,27 +84,10 @@ def _keys(t: torch.Tensor, a: float = -0.5) -> torch.Tensor:
     return torch.stack(out)
 
 
-def cubic_weights(t: float, a: float = -0.5) -> list[float]:
-    """Keys cubic convolution weights of the taps at offsets -1, 0, 1, 2 for a sample at fraction t.
-
-    ``a = -0.5`` (Keys 1981) reproduces polynomials up to degree 2; PyTorch's and OpenCV's bicubic use
-    ``a = -0.75``, which does not reproduce a linear ramp (0.04 px error at t = 0.3).
-    """
-    def k(x: float) -> float:
-        x = abs(x)
-        if x <= 1:
-            return (a + 2) * x**3 - (a + 3) * x**2 + 1
-        if x < 2:
-            return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
-        return 0.0
-
-    return [k(t - o) for o in (-1, 0, 1, 2)]
-
-
 def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """out(p) = x(p + d) along ``dim`` with the 4-tap Keys cubic; ok = every tap used valid and inside."""
     n = int(torch.floor(torch.tensor(d)).item())
-    weights = cubic_weights(d - n)
+    weights = _keys(torch.tensor(d - n, dtype=torch.float64)).tolist()
     size = x.shape[dim]
     pad = abs(n) + 3
     pads = [0, 0] * (x.dim() - 1 - dim) + [pad, pad]

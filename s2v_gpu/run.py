@@ -25,7 +25,7 @@ from tqdm import tqdm
 from .config import ConfigError, RunConfig, register_configs, validate
 from .errors import S2VError
 from .output import (INDEX_COLUMNS, clean_stale, pair_file_names, read_tsv, write_json, write_pair, write_tsv)
-from .pairing import Pair, find_pairs, sites_in
+from .pairing import find_pairs, sites_in
 from .pipeline import PairResult, PairSkipped, load_pair, process_pair
 from .products import TheiaProduct, find_products
 from .synthetic import TRUTH_FILE, generate, preset

@@ -1,6 +1,5 @@
 """The synthetic products carry the ground truth they claim."""
 
-import numpy as np
 import pytest
 import torch.nn.functional as F
 import torch

@@ -35,7 +35,8 @@ import torch
 from affine import Affine
 from rasterio.crs import CRS
 
-from ..bands import S2_GROUPS, S2_RESOLUTION, VENUS_GROUPS, VENUS_RESOLUTION
+from ..bands import (DEFAULT_NODATA, DEFAULT_QUANTIFICATION, S2_GROUPS, S2_RESOLUTION, VENUS_GROUPS,
+                     VENUS_RESOLUTION)
 from ..errors import MetadataError, MissingFileError, ProductNameError, RasterReadError
 from .metadata import ProductMetadata, read_metadata_bytes
 from .naming import ProductName, parse_product_name
@@ -131,8 +132,6 @@ class TheiaProduct:
                 if require_metadata:
                     raise
                 log.warning("%s: unreadable MTD_ALL.xml, using the name and the sensor defaults", self.path)
-        from ..bands import DEFAULT_NODATA, DEFAULT_QUANTIFICATION
-
         self.quantification = (
             self.metadata.quantification if self.metadata else DEFAULT_QUANTIFICATION[self.name.sensor]
         )

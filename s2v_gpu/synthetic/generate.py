@@ -131,7 +131,6 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
     landscape = Landscape(cfg.seed, (x0 + size_m / 2, y0 - size_m / 2), size_m, texture=cfg.texture)
     site_bounds = (x0, y0 - size_m, x0 + size_m, y0)
 
-    s2_bands = S2_GROUPS["R1"] + S2_GROUPS["R2"]
     gains = {b: float(rng.uniform(*cfg.gain_range)) for b in S2_FROM_VENUS}
     offsets = {b: float(rng.uniform(*cfg.offset_range)) for b in S2_FROM_VENUS}
     venus_zenith = float(rng.uniform(5.0, 32.0))
