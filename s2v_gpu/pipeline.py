@@ -88,6 +88,9 @@ class PairInputs:
     read_s: float
     #: Sentinel-2 lies on whole pixels of the common grids (same CRS, aligned origin)
     s2_aligned: bool = True
+    #: the opened products (metadata parsed once)
+    venus: TheiaProduct | None = None
+    s2: TheiaProduct | None = None
 
 
 def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu") -> PairInputs:
@@ -114,7 +117,7 @@ def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu
                        device=device)
     _sync(device)
     aligned = is_aligned(s2.grid("R1"), grid.at(10.0)) and is_aligned(s2.grid("R2"), grid.at(20.0))
-    return PairInputs(pair, grid, margin, v, s10, s20, time.perf_counter() - start, aligned)
+    return PairInputs(pair, grid, margin, v, s10, s20, time.perf_counter() - start, aligned, venus, s2)
 
 
 def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu",
@@ -167,7 +170,7 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
         # Sentinel-2 on another grid (another UTM zone, an offset origin): resample it once from its
         # own pixels at the shifted positions, reprojection and shift in one bicubic pass (reading the
         # windows again, from the page cache) rather than interpolating an interpolated image
-        s2 = TheiaProduct(pair.s2)
+        s2 = inputs.s2
         dxm, dym = reg.shift_m
         kind, masks = cfg.reflectance, cfg.masks
         a = read_on_grid(s2, GROUP_10M["s2"], translated(grid.at(10.0), dxm, dym), kind=kind, masks=masks, device=device)
@@ -238,6 +241,7 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
         "fit_pixels_10m": int(a10.shape[0]),
         "fit_pixels_20m": int(a20.shape[0]),
         "common_grid": [grid.left, grid.top, grid.width, grid.height],
+        "venus_zenith": inputs.venus.metadata.mean_viewing_zenith,
         "timings": timings,
     }
     return PairResult(

@@ -27,7 +27,7 @@ from .errors import S2VError
 from .output import (INDEX_COLUMNS, clean_stale, pair_file_names, read_tsv, write_json, write_pair, write_tsv)
 from .pairing import find_pairs, sites_in
 from .pipeline import PairResult, PairSkipped, load_pair, process_pair
-from .products import TheiaProduct, find_products
+from .products import find_products
 from .synthetic import TRUTH_FILE, generate, preset
 
 log = logging.getLogger("s2v_gpu.run")
@@ -144,7 +144,7 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None, job_num: int | None
                 del inputs
                 write_pair(site_dir, result, names)
                 seconds = time.perf_counter() - start
-                zenith = TheiaProduct(pair.venus).metadata.mean_viewing_zenith
+                zenith = result.stats["venus_zenith"]
                 row = {
                     "venus_product_id": pair.venus_name.name, "sentinel2_product_id": pair.s2_name.name,
                     **{c: names[c] for c in INDEX_COLUMNS[2:6]}, "s2_tile": pair.tile, "vns_site": site,
