@@ -31,6 +31,28 @@ def to_patches(image: torch.Tensor, size: int) -> torch.Tensor:
     return x.permute(1, 3, 0, 2, 4).reshape(nh * nw, c, size, size)
 
 
+def take_patches(image: torch.Tensor, size: int, ids: torch.Tensor, channels: list[int] | None = None) -> torch.Tensor:
+    """Copy out some patches of :func:`to_patches`'s numbering (and some channels) in one gather.
+
+    Args:
+        image: ``(C, H, W)``.
+        size: patch size.
+        ids: ``(K,)`` patch numbers (row by row).
+        channels: channels to keep (default all).
+
+    Returns:
+        ``(K, C', size, size)`` contiguous.
+    """
+    check_shape(image, 3, "image")
+    nw = image.shape[2] // size
+    grid = image.unfold(1, size, size).unfold(2, size, size).permute(1, 2, 0, 3, 4)  # nh, nw, C, s, s (a view)
+    r, c = ids // nw, ids % nw
+    if channels is None:
+        return grid[r, c]
+    ch = torch.as_tensor(channels, device=image.device)
+    return grid[r[:, None], c[:, None], ch[None, :]]
+
+
 def patch_grid_shape(height_5m: int, width_5m: int, size_5m: int) -> tuple[int, int]:
     return height_5m // size_5m, width_5m // size_5m
 

@@ -20,7 +20,7 @@ from .errors import S2VError
 from .grids import CommonGrid, common_grid, is_aligned, read_on_grid, translated
 from .mtf import band_sigmas_px, mtf_downsample
 from .pairing import Pair
-from .patches import PatchConfig, patch_bounds, to_patches, valid_triplets
+from .patches import PatchConfig, patch_bounds, take_patches, valid_triplets
 from .products.product import MaskConfig, TheiaProduct
 from .radiometry import RadiometryConfig, apply_linear, fit_linear, patch_rmse, sample_pixels, stack_padded
 from .registration import RegistrationConfig, RegistrationResult, register
@@ -178,16 +178,15 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
         r10, ok10, r20, ok20 = a.reflectance, a.valid, b.reflectance, b.valid
     lap("shift")
 
-    # --- patches and their validity
+    # --- patches and their validity; the valid ones are cut out (VENuS at 5 m only once selected)
     size = cfg.patches.size_5m
     valid = valid_triplets(v.valid, ok10, ok20, size)
     n_total = int(valid.numel())
     candidates = torch.nonzero(valid).flatten()
     if candidates.numel() == 0:
         raise PairSkipped(f"{pair.pair_id}: no valid patch out of {n_total}")
-    vp = to_patches(v.reflectance, size)[candidates]  # K, 7, 256, 256
-    sp10 = to_patches(r10, size // 2)[candidates]
-    sp20 = to_patches(r20, size // 4)[candidates]
+    sp10 = take_patches(r10, size // 2, candidates)
+    sp20 = take_patches(r20, size // 4, candidates)
     lap("patchify")
 
     # --- MTF-matched downsampling of VENuS to S2 resolution, on the whole common grid (normalised
@@ -196,8 +195,10 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
     i20 = [VENUS_BANDS_READ.index(b) for b in GROUP_20M["venus"]]
     sig10 = band_sigmas_px(GROUP_10M["s2"], 10.0)
     sig20 = band_sigmas_px(GROUP_20M["s2"], 20.0)
-    v10 = to_patches(mtf_downsample(v.reflectance[None, i10], sig10, 2, v.valid[None])[0], size // 2)[candidates]
-    v20 = to_patches(mtf_downsample(v.reflectance[None, i20], sig20, 4, v.valid[None])[0], size // 4)[candidates]
+    v10 = take_patches(mtf_downsample(v.reflectance[None], sig10, 2, v.valid[None], channels=i10)[0], size // 2,
+                       candidates)
+    v20 = take_patches(mtf_downsample(v.reflectance[None], sig20, 4, v.valid[None], channels=i20)[0], size // 4,
+                       candidates)
     lap("mtf")
 
     # --- radiometric fit, both groups in one batched lstsq
@@ -226,8 +227,8 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
     lap("select")
     if final.numel() == 0:
         raise PairSkipped(f"{pair.pair_id}: every selected patch is an outlier (RMSE > {sc.outlier_rmse})")
-    fitted10 = apply_linear(vp[final][:, i10], w10)
-    fitted20 = apply_linear(vp[final][:, i20], w20)
+    fitted10 = apply_linear(take_patches(v.reflectance, size, candidates[final], i10), w10)
+    fitted20 = apply_linear(take_patches(v.reflectance, size, candidates[final], i20), w20)
     patch_ids = candidates[final].tolist()
     all_bounds = patch_bounds(grid.left, grid.top, grid.height, grid.width, size)
     stats = {

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import check_shape
-from .resample import apply_shift
+from .resample import keys_support, sample_points
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ class RegistrationConfig:
     mode: str = "robust"  # "robust" or "paper"
     tile_size: int = 366  # paper: non-overlapping 366x366 tiles at 10 m
     max_distance_m: float = 15.0  # paper: matches further apart are obvious outliers
-    num_features: int = 2000  # SIFT keypoints per tile
+    #: SIFT keypoints per tile (the paper preset keeps 2000: its plain mean needs every match it can get)
+    num_features: int = 500
     ratio: float = 0.9  # Lowe ratio of match_smnn (both directions)
     min_matches: int = 20  # fewer matches: the pair is refused
     inlier_px: float = 1.0  # robust mode: matches within this radius of the median are averaged
@@ -53,7 +54,7 @@ class RegistrationConfig:
     refine_iterations: int = 15
     #: robust mode: SIFT on at most this many tiles, those with the most valid pixels (the matches
     #: only seed the refinement; the paper mode always uses every tile). 0: every tile.
-    max_tiles: int = 8
+    max_tiles: int = 4
     #: robust mode: the refinement uses at most this many pixels (a regular subsample of the overlap)
     refine_max_pixels: int = 400_000
     max_spread_m: float = 10.0  # robust spread of the matches above this: weak registration
@@ -106,56 +107,64 @@ def _sift(num_features: int, device: torch.device) -> KF.SIFTFeatureScaleSpace:
     return _FEATURES[key]
 
 
-def _normalise(img: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Stretch each image to [0, 1] between its 1st and 99th valid percentiles (invalid -> 0)."""
-    out = torch.zeros_like(img)
-    for i in range(img.shape[0]):
-        v = img[i][valid[i]]
-        if v.numel() < 16:
-            continue
-        sample = v[torch.linspace(0, v.numel() - 1, min(v.numel(), 100_000), device=v.device).long()]
-        lo, hi = torch.quantile(sample.float(), torch.tensor([0.01, 0.99], device=v.device))
-        out[i] = ((img[i] - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1) * valid[i]
-    return out
+def _stretch_range(img: torch.Tensor, valid: torch.Tensor, max_samples: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """1st and 99th percentiles of the valid pixels of an ``(H, W)`` image, from a regular subsample
+    of about ``max_samples`` of them (None, None when fewer than 16 are valid)."""
+    h, w = img.shape
+    step = max(1, int(math.sqrt(h * w / (4 * max_samples))))
+    v = img[::step, ::step][valid[::step, ::step]]
+    if v.numel() < 16:
+        return None, None
+    sample = v[torch.linspace(0, v.numel() - 1, min(v.numel(), max_samples), device=v.device).long()]
+    lo, hi = torch.quantile(sample.float(), torch.tensor([0.01, 0.99], device=v.device))
+    return lo, hi
 
 
-def _tiles(x: torch.Tensor, size: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Cut ``(C, H, W)`` into non-overlapping ``size`` tiles (the last row/column of tiles is padded
-    with zeros); returns ``(T, C, size, size)`` and the (row, col) offset of each tile."""
-    c, h, w = x.shape
-    nh, nw = math.ceil(h / size), math.ceil(w / size)
-    padded = F.pad(x, (0, nw * size - w, 0, nh * size - h))
-    tiles = padded.unfold(1, size, size).unfold(2, size, size)  # C, nh, nw, size, size
-    tiles = tiles.permute(1, 2, 0, 3, 4).reshape(nh * nw, c, size, size)
-    offsets = [(i * size, j * size) for i in range(nh) for j in range(nw)]
-    return tiles, offsets
+def _cut(x: torch.Tensor, offsets: list[tuple[int, int]], size: int) -> torch.Tensor:
+    """``(T, size, size)`` tiles of an ``(H, W)`` image at (row, col) offsets, zero-padded past the edges."""
+    h, w = x.shape
+    return torch.stack([F.pad(x[r:r + size, c:c + size], (0, max(0, c + size - w), 0, max(0, r + size - h)))
+                        for r, c in offsets])
 
 
 def match_keypoints(
     reference: torch.Tensor, moving: torch.Tensor, ref_valid: torch.Tensor, mov_valid: torch.Tensor,
     cfg: RegistrationConfig, mask_before_detection: bool, max_tiles: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SIFT matches between two images cut into tiles.
+    """SIFT matches between two images cut into non-overlapping tiles.
+
+    Each image is stretched to [0, 1] between its 1st and 99th valid percentiles (invalid pixels 0);
+    only the tiles used are cut and stretched.
 
     Args:
         reference, moving: ``(H, W)`` float images on one grid.
         ref_valid, mov_valid: ``(H, W)`` bool.
-        max_tiles: use only that many tiles, those with the most valid pixels (0: all).
+        max_tiles: use only that many tiles, those where both images have the most valid pixels
+            (ties: the first in row order); 0: all.
 
     Returns:
         ``(p_ref (M, 2), p_mov (M, 2))`` matched positions (x, y) in pixels of the full images.
     """
     device = reference.device
-    imgs = _normalise(torch.stack([reference, moving]), torch.stack([ref_valid, mov_valid]))
-    size = min(cfg.tile_size, max(reference.shape))
-    tiles, offsets = _tiles(imgs, size)  # T, 2, s, s
-    masks, _ = _tiles(torch.stack([ref_valid, mov_valid]).to(imgs.dtype), size)
-    if max_tiles and tiles.shape[0] > max_tiles:
-        # the tiles where both images are the most valid (ties: the first in row order)
-        score = masks.prod(dim=1).flatten(1).sum(1)
+    h, w = reference.shape
+    size = min(cfg.tile_size, max(h, w))
+    nh, nw = math.ceil(h / size), math.ceil(w / size)
+    offsets = [(i * size, j * size) for i in range(nh) for j in range(nw)]
+    if max_tiles and len(offsets) > max_tiles:
+        both = F.pad((ref_valid & mov_valid).to(torch.int32), (0, nw * size - w, 0, nh * size - h))
+        score = both.reshape(nh, size, nw, size).sum(dim=(1, 3)).flatten()
         pick = torch.argsort(-score, stable=True)[:max_tiles].sort().values
-        tiles, masks = tiles[pick], masks[pick]
         offsets = [offsets[i] for i in pick.tolist()]
+    empty = torch.zeros((0, 2), device=device)
+    stretched, masks = [], []
+    for img, valid in ((reference, ref_valid), (moving, mov_valid)):
+        lo, hi = _stretch_range(img, valid)
+        if lo is None:
+            return empty, empty
+        m = _cut(valid, offsets, size).to(img.dtype)
+        stretched.append(((_cut(img, offsets, size) - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1) * m)
+        masks.append(m)
+    tiles, masks = torch.stack(stretched, dim=1), torch.stack(masks, dim=1)  # T, 2, s, s
     t = tiles.shape[0]
     batch = tiles.transpose(0, 1).reshape(2 * t, 1, size, size)  # all reference tiles, then moving
     mask = masks.transpose(0, 1).reshape(2 * t, 1, size, size) if mask_before_detection else None
@@ -176,7 +185,6 @@ def match_keypoints(
         p_ref.append(centres[a][keep_a][idx[:, 0]] + offset)
         p_mov.append(centres[b][keep_b][idx[:, 1]] + offset)
     if not p_ref:
-        empty = torch.zeros((0, 2), device=device)
         return empty, empty
     return torch.cat(p_ref), torch.cat(p_mov)
 
@@ -199,8 +207,10 @@ def refine_translation(
 
     Model: ``reference(p) = a * moving(p + d) + b``; unknowns d (2), gain a and offset b; Tukey
     weights on the residuals (scale from their MAD) reject what one image shows and the other does not.
-    Each step solves the 4x4 weighted normal equations in float64 over at most ``max_pixels`` pixels
-    (a regular subsample of the valid overlap).
+    The points p are a regular subsample of at most ``max_pixels`` valid reference pixels; each step
+    samples the moving image and its gradient there with the Keys cubic (one 16-tap gather, the
+    gradient being the interpolant's exact derivative) and solves the 4x4 weighted normal equations
+    in float64.
 
     Args:
         reference, moving: ``(H, W)`` float32 images.
@@ -208,36 +218,27 @@ def refine_translation(
         shift_px: starting translation (dx, dy).
 
     Returns:
-        ``((dx, dy), pixels used in the last iteration)``.
+        ``((dx, dy), points used in the last iteration)``.
     """
-    d = torch.tensor(shift_px, dtype=torch.float64)
-    ref = reference.double()
-    mov = moving[None, None].double()
+    device = reference.device
     h, w = reference.shape
     step = max(1, int(math.ceil(math.sqrt(h * w / max(1, max_pixels)))))
-    sub = (slice(0, None, step), slice(0, None, step))  # a regular subsample
+    rows = torch.arange(0, h, step, device=device)
+    cols = torch.arange(0, w, step, device=device)
+    keep = ref_valid[rows][:, cols]
+    rr, cc = torch.meshgrid(rows.double(), cols.double(), indexing="ij")
+    pr, pc = rr[keep], cc[keep]
+    y_all = reference[rows][:, cols][keep].double()
+    support = keys_support(mov_valid)
+    d = torch.tensor(shift_px, dtype=torch.float64, device=device)
     n_used = 0
     for _ in range(iterations):
-        warped, ok = apply_shift(mov, mov_valid[None, None], (float(d[0]), float(d[1])))
-        warped, ok = warped[0, 0], ok[0, 0] & ref_valid
-        # central differences, valid where both neighbours are valid
-        gx = torch.zeros_like(warped)
-        gy = torch.zeros_like(warped)
-        gx[:, 1:-1] = (warped[:, 2:] - warped[:, :-2]) / 2
-        gy[1:-1, :] = (warped[2:, :] - warped[:-2, :]) / 2
-        okg = ok.clone()
-        okg[:, 1:-1] &= ok[:, 2:] & ok[:, :-2]
-        okg[1:-1, :] &= ok[2:, :] & ok[:-2, :]
-        okg[:, [0, -1]] = False
-        okg[[0, -1], :] = False
-        warped, gx, gy, okg = warped[sub], gx[sub], gy[sub], okg[sub]
-        m = okg.flatten()
-        n_used = int(m.sum())
+        value, gx, gy, ok = sample_points(moving, support, pc + d[0], pr + d[1])
+        n_used = int(ok.sum())
         if n_used < 100:
             break
-        A = torch.stack([warped.flatten()[m], torch.ones(n_used, dtype=torch.float64, device=ref.device),
-                         gx.flatten()[m], gy.flatten()[m]], dim=1)
-        y = ref[sub].flatten()[m]
+        A = torch.stack([value[ok], torch.ones(n_used, dtype=torch.float64, device=device), gx[ok], gy[ok]], dim=1)
+        y = y_all[ok]
         wts = torch.ones_like(y)
         for _irls in range(3):
             aw = A * wts[:, None]
@@ -247,11 +248,10 @@ def refine_translation(
             scale = 1.4826 * (probe - probe.median()).abs().median().clamp_min(1e-9)
             u = r / (4.685 * scale)
             wts = torch.where(u.abs() < 1, (1 - u**2) ** 2, torch.zeros_like(u))
-        a = theta[0]
         # reference ~ a*warped + b + a*grad.delta  ->  theta[2:] = a * delta
-        delta = (theta[2:] / a).cpu()
+        delta = theta[2:] / theta[0]
         d = d + delta
-        if delta.abs().max() < tol_px:
+        if float(delta.abs().max()) < tol_px:
             break
     return (float(d[0]), float(d[1])), n_used
 

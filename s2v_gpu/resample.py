@@ -69,19 +69,65 @@ def sample_at(
     return out * ok, ok
 
 
-def _keys(t: torch.Tensor, a: float = -0.5) -> torch.Tensor:
+def _keys(t: torch.Tensor, a: float = -0.5, derivative: bool = False) -> torch.Tensor:
     """Keys cubic weights of the taps at offsets -1, 0, 1, 2 for fractions t: ``(4, *t.shape)``.
 
     ``a = -0.5`` (Keys 1981) reproduces polynomials up to degree 2; PyTorch's and OpenCV's bicubic use
-    ``a = -0.75``, which does not reproduce a linear ramp (0.04 px error at t = 0.3).
+    ``a = -0.75``, which does not reproduce a linear ramp (0.04 px error at t = 0.3). With
+    ``derivative`` the weights give the derivative of the interpolant with respect to t instead.
     """
     out = []
     for o in (-1, 0, 1, 2):
-        x = (t - o).abs()
-        near = (a + 2) * x**3 - (a + 3) * x**2 + 1
-        far = a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
-        out.append(torch.where(x <= 1, near, torch.where(x < 2, far, torch.zeros_like(x))))
+        u = t - o
+        x = u.abs()
+        if derivative:
+            near = (3 * (a + 2) * x - 2 * (a + 3)) * x
+            far = (3 * a * x - 10 * a) * x + 8 * a
+            out.append(torch.sign(u) * torch.where(x <= 1, near, torch.where(x < 2, far, torch.zeros_like(x))))
+        else:
+            near = (a + 2) * x**3 - (a + 3) * x**2 + 1
+            far = a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+            out.append(torch.where(x <= 1, near, torch.where(x < 2, far, torch.zeros_like(x))))
     return torch.stack(out)
+
+
+def sample_points(image: torch.Tensor, support_ok: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keys cubic value and gradient of one image at scattered points (one 16-tap gather).
+
+    Args:
+        image: ``(H, W)`` float.
+        support_ok: ``(H, W)`` bool, True at (r, c) when the 4x4 taps of rows r-1..r+2 and columns
+            c-1..c+2 are all valid and inside (see :func:`keys_support`).
+        cols, rows: ``(N,)`` positions (0 = centre of the first pixel).
+
+    Returns:
+        ``(value, d/dx, d/dy, ok)``, each ``(N,)``; values where ``ok`` is False are meaningless.
+    """
+    h, w = image.shape
+    c0, r0 = torch.floor(cols), torch.floor(rows)
+    tx, ty = cols - c0, rows - r0
+    c0, r0 = c0.long(), r0.long()
+    inside = (c0 >= 1) & (c0 <= w - 3) & (r0 >= 1) & (r0 <= h - 3)
+    c0, r0 = c0.clamp(1, w - 3), r0.clamp(1, h - 3)
+    ok = inside & support_ok[r0, c0]
+    offsets = torch.arange(-1, 3, device=image.device)
+    idx = (r0[None, None] + offsets[:, None, None]) * w + (c0[None, None] + offsets[None, :, None])  # 4, 4, N
+    taps = image.reshape(-1)[idx].to(cols.dtype)  # rows j, columns i
+    wx, wy = _keys(tx), _keys(ty)
+    dwx, dwy = _keys(tx, derivative=True), _keys(ty, derivative=True)
+    along_x = (taps * wx[None]).sum(1)  # 4 (rows), N
+    value = (along_x * wy).sum(0)
+    dy = (along_x * dwy).sum(0)
+    dx = ((taps * dwx[None]).sum(1) * wy).sum(0)
+    return value, dx, dy, ok
+
+
+def keys_support(valid: torch.Tensor) -> torch.Tensor:
+    """``(H, W)`` bool: the 4x4 Keys taps of a point whose floor is (r, c) are all valid and inside."""
+    h, w = valid.shape
+    bad = F.pad((~valid).to(torch.float32)[None, None], (1, 2, 1, 2), value=1.0)
+    return F.max_pool2d(bad, kernel_size=4, stride=1)[0, 0] == 0
 
 
 def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,14 +139,15 @@ def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int) -> tuple[
     pads = [0, 0] * (x.dim() - 1 - dim) + [pad, pad]
     xp = F.pad(x, pads)
     okp = F.pad(ok, pads)  # False outside
-    out = torch.zeros_like(x)
-    good = torch.ones_like(ok)
+    out = None
+    good = None
     for w, o in zip(weights, (-1, 0, 1, 2)):
         if w == 0.0:
             continue
         start = pad + n + o
-        out = out + w * xp.narrow(dim, start, size)
-        good = good & okp.narrow(dim, start, size)
+        tap = xp.narrow(dim, start, size)
+        out = tap * w if out is None else out.add_(tap, alpha=w)
+        good = okp.narrow(dim, start, size).clone() if good is None else good.logical_and_(okp.narrow(dim, start, size))
     return out, good
 
 

@@ -10,10 +10,10 @@ from s2v_gpu.bands import S2_MTF, mtf_sigma_m
 from s2v_gpu.errors import ShapeError
 from s2v_gpu.mtf import band_sigmas_px, centred_gaussian_kernel, mtf_downsample
 from s2v_gpu.pairing import PairingConfig, find_pairs
-from s2v_gpu.patches import patch_bounds, to_patches, valid_triplets
+from s2v_gpu.patches import patch_bounds, take_patches, to_patches, valid_triplets
 from s2v_gpu.products import parse_product_name
 from s2v_gpu.radiometry import FitError, RadiometryConfig, apply_linear, fit_linear, stack_padded
-from s2v_gpu.resample import apply_shift, downsample_bicubic_x2
+from s2v_gpu.resample import apply_shift, downsample_bicubic_x2, keys_support, sample_points
 from s2v_gpu.selection import pair_generator, select_random
 
 
@@ -43,6 +43,46 @@ def test_mtf_downsample_matches_scipy(device, factor):
         margin = len(k) // factor + 1
         np.testing.assert_allclose(out[c, margin:-margin, margin:-margin], ref[margin:-margin, margin:-margin],
                                    atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_masked_mtf_downsample_is_the_normalised_convolution(device, factor, monkeypatch):
+    """With a mask: blur(x * valid) / blur(valid), the outside of the image counting as invalid,
+    everywhere including the borders and next to the holes; strips of rows change nothing."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    import s2v_gpu.mtf as mtf
+
+    rng = np.random.default_rng(1)
+    img = rng.random((3, 72, 64))
+    valid = rng.random((72, 64)) > 0.1
+    valid[20:30, 8:40] = False  # a cloud
+    sigmas = [1.0, 1.9, 1.4]
+    x = torch.from_numpy(img)[None].to(device)
+    m = torch.from_numpy(valid)[None].to(device)
+    channels = [2, 0]
+    full = mtf_downsample(x, [sigmas[i] for i in channels], factor, m, channels=channels)[0].cpu().numpy()
+    monkeypatch.setitem(mtf.STRIP_ROWS, device.type, 3 * factor)  # a few output rows per strip
+    strips = mtf_downsample(x, [sigmas[i] for i in channels], factor, m, channels=channels)[0].cpu().numpy()
+    np.testing.assert_array_equal(strips, full)
+    for k, ch in enumerate(channels):
+        kern = centred_gaussian_kernel(sigmas[ch], factor, dtype=torch.float64).numpy()
+        origin = -1 if len(kern) % 2 == 0 else 0
+
+        def blur(a):
+            a = ndimage.correlate1d(a, kern, axis=1, mode="constant", cval=0.0, origin=origin)
+            a = ndimage.correlate1d(a, kern, axis=0, mode="constant", cval=0.0, origin=origin)
+            return a[factor // 2 - 1::factor, factor // 2 - 1::factor]
+
+        num, den = blur(img[ch] * valid), blur(valid.astype(float))
+        np.testing.assert_allclose(full[k], np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0), atol=1e-9, rtol=0)
+    # a fully valid neighbourhood gives the plain Gaussian, holes do not darken their neighbours
+    plain = mtf_downsample(x[:, :1], [sigmas[2]], factor)[0, 0].cpu().numpy()
+    inner = (slice(3, -3), slice(3, -3))
+    far = ndimage.binary_dilation(~valid, iterations=12)[factor // 2 - 1::factor, factor // 2 - 1::factor]
+    np.testing.assert_allclose(full[0][inner][~far[inner]], plain[inner][~far[inner]], atol=1e-9)
+    zero_filled = mtf_downsample(x[:, 2:3] * m[:, None], [sigmas[2]], factor)[0, 0].cpu().numpy()
+    edge = (den > 0.2) & (den < 0.8)  # den of the last channel checked: the same cloud edge
+    assert edge.sum() > 5 and (full[0][edge] - zero_filled[edge]).mean() > 0.1
 
 
 def test_downsampling_has_no_half_pixel_offset(device):
@@ -89,6 +129,37 @@ def test_apply_shift_invalid_pixels_spread_over_the_bicubic_support(device):
     for r in range(13, 16):
         for c in range(13, 16):
             assert [r, c] in bad
+
+
+def test_sample_points_value_and_gradient_are_exact_on_a_quadratic(device):
+    """The Keys cubic (a = -0.5) reproduces quadratics: values and derivatives at scattered points are
+    those of the polynomial; points whose 4x4 taps touch an invalid pixel or the outside are flagged."""
+    rows, cols = torch.meshgrid(torch.arange(40, dtype=torch.float64), torch.arange(50, dtype=torch.float64),
+                                indexing="ij")
+    f = lambda x, y: 0.3 + 0.02 * x - 0.01 * y + 0.001 * x * x - 0.002 * x * y + 0.0005 * y * y  # noqa: E731
+    image = f(cols, rows).to(device)
+    valid = torch.ones(40, 50, dtype=torch.bool, device=device)
+    valid[20, 30] = False
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(500, generator=g, dtype=torch.float64) * 52 - 1).to(device)
+    y = (torch.rand(500, generator=g, dtype=torch.float64) * 42 - 1).to(device)
+    value, dx, dy, ok = sample_points(image, keys_support(valid), x, y)
+    fx = lambda x, y: 0.02 + 0.002 * x - 0.002 * y  # noqa: E731
+    fy = lambda x, y: -0.01 - 0.002 * x + 0.001 * y  # noqa: E731
+    torch.testing.assert_close(value[ok], f(x, y)[ok], atol=1e-12, rtol=0)
+    torch.testing.assert_close(dx[ok], fx(x, y)[ok], atol=1e-12, rtol=0)
+    torch.testing.assert_close(dy[ok], fy(x, y)[ok], atol=1e-12, rtol=0)
+    c0, r0 = torch.floor(x), torch.floor(y)
+    expected = (c0 >= 1) & (c0 <= 47) & (r0 >= 1) & (r0 <= 37)
+    expected &= ~((r0 - 1 <= 20) & (20 <= r0 + 2) & (c0 - 1 <= 30) & (30 <= c0 + 2))
+    assert torch.equal(ok, expected) and ok.sum() > 300
+
+
+def test_take_patches_is_to_patches_indexed(device):
+    img = torch.rand(5, 70, 90, generator=torch.Generator().manual_seed(2)).to(device)
+    ids = torch.tensor([0, 4, 7, 9], device=device)
+    assert torch.equal(take_patches(img, 16, ids), to_patches(img, 16)[ids])
+    assert torch.equal(take_patches(img, 16, ids, [4, 1]), to_patches(img, 16)[ids][:, [4, 1]])
 
 
 def test_patches_order_and_validity(device):

@@ -260,26 +260,36 @@ class TheiaProduct:
                 if not masks.allow_missing:
                     raise
                 log.warning("%s: no %s_%s mask, ignored (allow_missing)", self.path, k, group)
-        # GDAL releases the GIL while decoding: the files of a window are read in parallel threads
-        jobs = [(p, self.nodata) for p in band_paths] + [(p, 1 if k == "EDG" else 0) for k, p in mask_paths.items()]
+        # GDAL releases the GIL while decoding: the files of a window are read in parallel threads,
+        # the bands straight into one int16 buffer (page-locked when the device is a GPU, so the copy
+        # to the device is a plain DMA)
+        device = torch.device(device)
+        buffer = torch.empty((len(bands), h, w), dtype=torch.int16, pin_memory=device.type == "cuda")
+        dn = buffer.numpy()
+        jobs = [(p, self.nodata, dn[i]) for i, p in enumerate(band_paths)]
+        jobs += [(p, 1 if k == "EDG" else 0, None) for k, p in mask_paths.items()]
         with ThreadPoolExecutor(max_workers=min(len(jobs), READ_THREADS)) as pool:
-            arrays = list(pool.map(lambda job: _read_checked(job[0], window, ref, fill=job[1]), jobs))
-        dn = np.stack(arrays[: len(bands)]).astype(np.int16, copy=False)
-        flags = {k: a.astype(np.int64) for k, a in zip(mask_paths, arrays[len(bands):])}
-        invalid = (dn == self.nodata).any(axis=0)
+            arrays = list(pool.map(lambda job: _read_checked(job[0], window, ref, fill=job[1], out=job[2]), jobs))
+        # masks keep their own integer type (uint8 mostly); float-stored ones were rounded on reading
+        flags = {k: a if np.issubdtype(a.dtype, np.integer) else a.astype(np.int64)
+                 for k, a in zip(mask_paths, arrays[len(bands):])}
+        invalid = dn[0] == self.nodata
+        for i in range(1, len(bands)):
+            invalid |= dn[i] == self.nodata
         if "EDG" in flags:
             invalid |= flags["EDG"] != 0
         if "CLM" in flags:
             invalid |= flags["CLM"] != 0
         if "SAT" in flags:
             order = self.groups[group]
-            invalid |= (flags["SAT"] & sum(1 << order.index(b) for b in bands)) != 0
+            invalid |= (flags["SAT"] & _bits(flags["SAT"], [order.index(b) for b in bands])) != 0
         if "MG2" in flags:
-            invalid |= (flags["MG2"] & sum(1 << (b - 1) for b in masks.mg2_invalid_bits)) != 0
+            invalid |= (flags["MG2"] & _bits(flags["MG2"], [b - 1 for b in masks.mg2_invalid_bits])) != 0
 
-        refl = torch.from_numpy(dn).to(device).to(torch.float32) / self.quantification
-        valid = torch.from_numpy(~invalid).to(device)
-        refl = refl * valid
+        valid = torch.from_numpy(~invalid).to(device, non_blocking=True)
+        refl = buffer.to(device, non_blocking=True).to(torch.float32)
+        refl.div_(self.quantification)
+        refl.mul_(valid)
         return BandStack(refl, valid, bands, Grid(ref.crs, out_transform, w, h))
 
 
@@ -308,8 +318,16 @@ def _window(ref: Grid, bounds, product_path) -> rasterio.windows.Window:
     return rasterio.windows.Window(col, row, width, height)
 
 
-def _read_checked(path: str, window, ref: Grid, fill: int) -> np.ndarray:
-    """Read band 1 of ``path`` over ``window`` after checking its grid matches ``ref``."""
+def _bits(flags: np.ndarray, positions: list[int]) -> np.generic:
+    """The mask with bits ``positions`` set, as a scalar of the flags' integer type (bits beyond its
+    width are left out: such a flag cannot be set in that raster)."""
+    width = np.iinfo(flags.dtype).bits
+    return np.array(sum(1 << p for p in positions if p < width), dtype=np.uint64).astype(flags.dtype)[()]
+
+
+def _read_checked(path: str, window, ref: Grid, fill: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Read band 1 of ``path`` over ``window`` after checking its grid matches ``ref``; integer rasters
+    of ``out``'s type are read into ``out`` (then returned), others are converted into it."""
     with _open(path) as src:
         if src.crs != ref.crs:
             raise RasterReadError(f"{path}: CRS {src.crs} differs from the product's {ref.crs}")
@@ -322,16 +340,20 @@ def _read_checked(path: str, window, ref: Grid, fill: int) -> np.ndarray:
             window.col_off >= 0 and window.row_off >= 0
             and window.col_off + window.width <= src.width and window.row_off + window.height <= src.height
         )
+        direct = out is not None and np.dtype(src.dtypes[0]) == out.dtype
+        kwargs = {"window": window, "out": out if direct else None}
+        if not inside:
+            kwargs.update(boundless=True, fill_value=fill)
         try:
-            if inside:
-                data = src.read(1, window=window)
-            else:
-                data = src.read(1, window=window, boundless=True, fill_value=fill)
+            data = src.read(1, **kwargs)
         except rasterio.errors.RasterioIOError as exc:
             raise RasterReadError(f"{path}: cannot read pixels ({exc})") from exc
     if np.issubdtype(data.dtype, np.floating):
         # Some re-encoded products store the integer values as float32: bring them back to integers.
         data = np.rint(np.where(np.isfinite(data), data, fill))
+    if out is not None and not direct:
+        out[...] = data
+        return out
     return data
 
 
