@@ -63,7 +63,7 @@ def mtf_downsample(
     ``channels_last`` layout (the fast depthwise kernels of oneDNN / cuDNN), by strips of rows.
 
     Args:
-        image: ``(B, C, H, W)``, H and W multiples of ``factor``.
+        image: ``(B, C, H, W)``, H and W multiples of ``factor``; integers are blurred as float32.
         sigmas_px: one sigma per channel, in input pixels.
         factor: decimation factor (2 for 5 m -> 10 m, 4 for 5 m -> 20 m).
         valid: optional ``(B, 1, H, W)`` or ``(B, H, W)`` bool.
@@ -83,7 +83,8 @@ def mtf_downsample(
         raise ValueError(f"{len(sigmas_px)} sigmas given for {c} channels")
     if h % factor or w % factor:
         raise ValueError(f"image size {h}x{w} is not a multiple of the factor {factor}")
-    kernels = [centred_gaussian_kernel(s, factor, device=image.device, dtype=image.dtype) for s in sigmas_px]
+    dtype = image.dtype if image.is_floating_point() else torch.float32  # integer DN: blurred as float32
+    kernels = [centred_gaussian_kernel(s, factor, device=image.device, dtype=dtype) for s in sigmas_px]
     size = max(k.numel() for k in kernels)
     # pad every kernel to the same length (zeros at both ends keep it centred: lengths are all even
     # or all odd for one factor)
@@ -94,7 +95,7 @@ def mtf_downsample(
     extra = (size - factor) % 2
 
     if valid is None:
-        x = F.pad(image, (pad, pad + extra, 0, 0), mode="reflect")
+        x = F.pad(image.to(dtype), (pad, pad + extra, 0, 0), mode="reflect")
         x = F.conv2d(x, taps.view(c, 1, 1, size), stride=(1, factor), groups=c)
         x = F.pad(x, (0, 0, pad, pad + extra), mode="reflect")
         return F.conv2d(x, taps.view(c, 1, size, 1), stride=(factor, 1), groups=c)
@@ -106,14 +107,14 @@ def mtf_downsample(
     both = torch.cat([taps, taps])
     w_h, w_v = both.view(2 * c, 1, 1, size), both.view(2 * c, 1, size, 1)
     h_out = h // factor
-    out = torch.empty((b, c, h_out, w // factor), device=image.device, dtype=image.dtype)
-    zero = torch.zeros((), dtype=image.dtype, device=image.device)
+    out = torch.empty((b, c, h_out, w // factor), device=image.device, dtype=dtype)
+    zero = torch.zeros((), dtype=dtype, device=image.device)
     # horizontal strips of output rows, each with the input rows its kernels reach (zeros past the
     # image, i.e. invalid); the strip buffer is reused, so memory stays bounded on any site size
     step = max(1, STRIP_ROWS.get(image.device.type, STRIP_ROWS["cpu"]) // factor)
     rows_in = step * factor + 2 * pad + extra
     # channels 0..C-1: the masked image; C..2C-1: the mask, blurred with each channel's kernel
-    z = torch.empty((b, 2 * c, rows_in, w), device=image.device, dtype=image.dtype, memory_format=torch.channels_last)
+    z = torch.empty((b, 2 * c, rows_in, w), device=image.device, dtype=dtype, memory_format=torch.channels_last)
     for o0 in range(0, h_out, step):
         o1 = min(h_out, o0 + step)
         r0, r1 = o0 * factor - pad, o1 * factor + pad + extra

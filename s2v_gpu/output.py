@@ -74,7 +74,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def to_int16(x: torch.Tensor) -> torch.Tensor:
     """Reflectance -> int16 x 10000 on the CPU (rounded, clipped to the int16 range)."""
-    return (x * SCALE).round().clamp(-32768, 32767).to(torch.int16).cpu().contiguous()
+    y = x * SCALE  # one new tensor, then in place
+    return y.round_().clamp_(-32768, 32767).to(torch.int16).cpu().contiguous()
 
 
 def write_tensor(path: Path, tensor: torch.Tensor) -> None:

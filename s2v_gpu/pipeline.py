@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from .bands import GROUP_10M, GROUP_20M
 from .errors import S2VError
@@ -147,8 +146,8 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
         raise PairSkipped(f"{pair.pair_id}: no valid Sentinel-2 pixel in the common footprint ({pair.s2.name})")
 
     # --- registration on 10 m blue: VENuS B3 (bicubic x2 down) vs Sentinel-2 B2
-    ref = downsample_bicubic_x2(v.reflectance[None, :1])[0, 0]
-    ref_valid = F.max_pool2d((~v.valid)[None, None].float(), 2)[0, 0] == 0
+    ref = downsample_bicubic_x2(v.channels([0])[None])[0, 0]
+    ref_valid = v.valid.view(grid.height // 2, 2, grid.width // 2, 2).all(3).all(1)  # whole 2x2 blocks valid
     h10, w10 = grid.height // 2, grid.width // 2
     mov = s10.reflectance[0, margin:margin + h10, margin:margin + w10]
     mov_valid = s10.valid[margin:margin + h10, margin:margin + w10]
@@ -195,10 +194,11 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
     i20 = [VENUS_BANDS_READ.index(b) for b in GROUP_20M["venus"]]
     sig10 = band_sigmas_px(GROUP_10M["s2"], 10.0)
     sig20 = band_sigmas_px(GROUP_20M["s2"], 20.0)
-    v10 = take_patches(mtf_downsample(v.reflectance[None], sig10, 2, v.valid[None], channels=i10)[0], size // 2,
-                       candidates)
-    v20 = take_patches(mtf_downsample(v.reflectance[None], sig20, 4, v.valid[None], channels=i20)[0], size // 4,
-                       candidates)
+    # (on the stored int16, scaled afterwards: the blur is linear)
+    vs, q = v.scaled()
+    v10 = take_patches(mtf_downsample(vs[None], sig10, 2, v.valid[None], channels=i10)[0], size // 2, candidates)
+    v20 = take_patches(mtf_downsample(vs[None], sig20, 4, v.valid[None], channels=i20)[0], size // 4, candidates)
+    v10, v20 = v10.div_(q), v20.div_(q)
     lap("mtf")
 
     # --- radiometric fit, both groups in one batched lstsq
@@ -227,8 +227,10 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
     lap("select")
     if final.numel() == 0:
         raise PairSkipped(f"{pair.pair_id}: every selected patch is an outlier (RMSE > {sc.outlier_rmse})")
-    fitted10 = apply_linear(take_patches(v.reflectance, size, candidates[final], i10), w10)
-    fitted20 = apply_linear(take_patches(v.reflectance, size, candidates[final], i20), w20)
+    # the kept patches are valid throughout: their reflectance is values / q
+    fitted10 = apply_linear(take_patches(vs, size, candidates[final], i10).to(torch.float32).div_(q), w10)
+    fitted20 = apply_linear(take_patches(vs, size, candidates[final], i20).to(torch.float32).div_(q), w20)
+    lap("fit")
     patch_ids = candidates[final].tolist()
     all_bounds = patch_bounds(grid.left, grid.top, grid.height, grid.width, size)
     stats = {

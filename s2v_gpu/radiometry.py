@@ -94,6 +94,12 @@ def fit_linear(v: torch.Tensor, s: torch.Tensor, counts: torch.Tensor | None, cf
 
 
 def apply_linear(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Apply ``W`` (C+1, D) to ``(N, C, H, W)`` images -> ``(N, D, H, W)`` (same dtype as v)."""
+    """Apply ``W`` (C+1, D) to ``(N, C, H, W)`` images -> ``(N, D, H, W)`` (same dtype as v).
+
+    One batched matrix product over the flattened pixels (no layout change), the bias added in place.
+    """
+    n, c, h, width = v.shape
     w = w.to(v.dtype)
-    return torch.einsum("nchw,cd->ndhw", v, w[1:]) + w[0][None, :, None, None]
+    out = torch.matmul(w[1:].T, v.reshape(n, c, h * width))
+    out += w[0][None, :, None]
+    return out.view(n, -1, h, width)

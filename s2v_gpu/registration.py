@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import check_shape
-from .resample import keys_support, sample_points
+from .resample import sample_points
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class RegistrationConfig:
     refine_iterations: int = 15
     #: robust mode: SIFT on at most this many tiles, those with the most valid pixels (the matches
     #: only seed the refinement; the paper mode always uses every tile). 0: every tile.
-    max_tiles: int = 4
+    max_tiles: int = 3
     #: robust mode: the refinement uses at most this many pixels (a regular subsample of the overlap)
     refine_max_pixels: int = 400_000
     max_spread_m: float = 10.0  # robust spread of the matches above this: weak registration
@@ -229,11 +229,10 @@ def refine_translation(
     rr, cc = torch.meshgrid(rows.double(), cols.double(), indexing="ij")
     pr, pc = rr[keep], cc[keep]
     y_all = reference[rows][:, cols][keep].double()
-    support = keys_support(mov_valid)
     d = torch.tensor(shift_px, dtype=torch.float64, device=device)
     n_used = 0
     for _ in range(iterations):
-        value, gx, gy, ok = sample_points(moving, support, pc + d[0], pr + d[1])
+        value, gx, gy, ok = sample_points(moving, mov_valid, pc + d[0], pr + d[1])
         n_used = int(ok.sum())
         if n_used < 100:
             break

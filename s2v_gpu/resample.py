@@ -91,18 +91,18 @@ def _keys(t: torch.Tensor, a: float = -0.5, derivative: bool = False) -> torch.T
     return torch.stack(out)
 
 
-def sample_points(image: torch.Tensor, support_ok: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor
+def sample_points(image: torch.Tensor, valid: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keys cubic value and gradient of one image at scattered points (one 16-tap gather).
 
     Args:
         image: ``(H, W)`` float.
-        support_ok: ``(H, W)`` bool, True at (r, c) when the 4x4 taps of rows r-1..r+2 and columns
-            c-1..c+2 are all valid and inside (see :func:`keys_support`).
+        valid: ``(H, W)`` bool.
         cols, rows: ``(N,)`` positions (0 = centre of the first pixel).
 
     Returns:
-        ``(value, d/dx, d/dy, ok)``, each ``(N,)``; values where ``ok`` is False are meaningless.
+        ``(value, d/dx, d/dy, ok)``, each ``(N,)``: the interpolant and its exact derivatives; ``ok``
+        is True where the 16 taps are all valid and inside (values elsewhere are meaningless).
     """
     h, w = image.shape
     c0, r0 = torch.floor(cols), torch.floor(rows)
@@ -110,9 +110,9 @@ def sample_points(image: torch.Tensor, support_ok: torch.Tensor, cols: torch.Ten
     c0, r0 = c0.long(), r0.long()
     inside = (c0 >= 1) & (c0 <= w - 3) & (r0 >= 1) & (r0 <= h - 3)
     c0, r0 = c0.clamp(1, w - 3), r0.clamp(1, h - 3)
-    ok = inside & support_ok[r0, c0]
     offsets = torch.arange(-1, 3, device=image.device)
     idx = (r0[None, None] + offsets[:, None, None]) * w + (c0[None, None] + offsets[None, :, None])  # 4, 4, N
+    ok = inside & valid.reshape(-1)[idx].flatten(0, 1).all(0)
     taps = image.reshape(-1)[idx].to(cols.dtype)  # rows j, columns i
     wx, wy = _keys(tx), _keys(ty)
     dwx, dwy = _keys(tx, derivative=True), _keys(ty, derivative=True)
@@ -121,13 +121,6 @@ def sample_points(image: torch.Tensor, support_ok: torch.Tensor, cols: torch.Ten
     dy = (along_x * dwy).sum(0)
     dx = ((taps * dwx[None]).sum(1) * wy).sum(0)
     return value, dx, dy, ok
-
-
-def keys_support(valid: torch.Tensor) -> torch.Tensor:
-    """``(H, W)`` bool: the 4x4 Keys taps of a point whose floor is (r, c) are all valid and inside."""
-    h, w = valid.shape
-    bad = F.pad((~valid).to(torch.float32)[None, None], (1, 2, 1, 2), value=1.0)
-    return F.max_pool2d(bad, kernel_size=4, stride=1)[0, 0] == 0
 
 
 def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -79,7 +79,10 @@ def io_floor(pair, cfg: PipelineConfig, threads: int = 1) -> None:
             (s2, GROUP_20M["s2"], "R2", grid.expanded(20.0, margin // 2 + 1))]
     def read(f, bounds):
         with rasterio.open(f) as src:
-            src.read(1, window=from_bounds(*bounds, src.transform), boundless=True)
+            win = from_bounds(*bounds, src.transform).round_offsets().round_lengths()
+            inside = (win.col_off >= 0 and win.row_off >= 0 and win.col_off + win.width <= src.width
+                      and win.row_off + win.height <= src.height)
+            src.read(1, window=win, boundless=not inside)
 
     for product, bands, group, target in jobs:
         files = [product.band_file(b) for b in bands]

@@ -84,21 +84,50 @@ class Grid:
         return (left, top + self.transform.e * self.height, left + self.transform.a * self.width, top)
 
 
-@dataclass
 class BandStack:
     """Bands read from one product over one window.
 
     Attributes:
-        reflectance: ``(C, H, W)`` float32 surface reflectance (invalid pixels hold 0).
         valid: ``(H, W)`` bool, True where every band is valid and no mask flags the pixel.
         bands: names of the C bands, in order.
         grid: the grid of the window (CRS, transform, size).
+        dn: ``(C, H, W)`` int16 as stored (no-data where invalid) when the stack was read directly,
+            None when it was resampled.
+        quantification: DN per unit of reflectance (1.0 without ``dn``).
+        reflectance: ``(C, H, W)`` float32 surface reflectance (invalid pixels hold 0); computed from
+            ``dn`` on first use and kept (a whole VENuS site is 0.9 GB of float32: stages that can
+            work on the int16 take :meth:`scaled` instead).
     """
 
-    reflectance: torch.Tensor
-    valid: torch.Tensor
-    bands: tuple[str, ...]
-    grid: Grid
+    def __init__(self, reflectance: torch.Tensor | None, valid: torch.Tensor, bands: tuple[str, ...], grid: Grid,
+                 dn: torch.Tensor | None = None, quantification: float = 1.0) -> None:
+        if reflectance is None and dn is None:
+            raise ValueError("a BandStack needs its reflectance or its DN")
+        self._reflectance = reflectance
+        self.valid, self.bands, self.grid = valid, bands, grid
+        self.dn, self.quantification = dn, float(quantification)
+
+    @property
+    def reflectance(self) -> torch.Tensor:
+        if self._reflectance is None:
+            self._reflectance = self.channels()
+        return self._reflectance
+
+    def channels(self, index: list[int] | None = None) -> torch.Tensor:
+        """Reflectance of some channels ``(K, H, W)`` float32 (all by default), invalid pixels 0."""
+        if self._reflectance is not None:
+            return self._reflectance if index is None else self._reflectance[index]
+        dn = self.dn if index is None else self.dn[index]
+        out = dn.to(torch.float32)
+        out.div_(self.quantification)
+        return out.mul_(self.valid)
+
+    def scaled(self) -> tuple[torch.Tensor, float]:
+        """``(values, divisor)`` with reflectance = values / divisor on the valid pixels: the stored
+        int16 and the quantification when there are, else the reflectance and 1."""
+        if self.dn is not None:
+            return self.dn, self.quantification
+        return self._reflectance, 1.0
 
 
 class TheiaProduct:
@@ -287,10 +316,9 @@ class TheiaProduct:
             invalid |= (flags["MG2"] & _bits(flags["MG2"], [b - 1 for b in masks.mg2_invalid_bits])) != 0
 
         valid = torch.from_numpy(~invalid).to(device, non_blocking=True)
-        refl = buffer.to(device, non_blocking=True).to(torch.float32)
-        refl.div_(self.quantification)
-        refl.mul_(valid)
-        return BandStack(refl, valid, bands, Grid(ref.crs, out_transform, w, h))
+        dn_device = buffer.to(device, non_blocking=True)
+        return BandStack(None, valid, bands, Grid(ref.crs, out_transform, w, h), dn=dn_device,
+                         quantification=self.quantification)
 
 
 def _open(path: str):
