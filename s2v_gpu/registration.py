@@ -172,21 +172,55 @@ def match_keypoints(
     with torch.inference_mode():
         lafs, responses, descs = sift(batch, mask)
     centres = KF.get_laf_center(lafs)  # 2T, N, 2 (x, y)
-    p_ref, p_mov = [], []
-    for k, (r0, c0) in enumerate(offsets):
-        a, b = k, t + k
-        keep_a, keep_b = responses[a] > 0, responses[b] > 0
-        if keep_a.sum() < 2 or keep_b.sum() < 2:
-            continue
-        _, idx = KF.match_smnn(descs[a][keep_a], descs[b][keep_b], th=cfg.ratio)
-        if idx.numel() == 0:
-            continue
-        offset = torch.tensor([c0, r0], device=device, dtype=centres.dtype)
-        p_ref.append(centres[a][keep_a][idx[:, 0]] + offset)
-        p_mov.append(centres[b][keep_b][idx[:, 1]] + offset)
-    if not p_ref:
-        return empty, empty
-    return torch.cat(p_ref), torch.cat(p_mov)
+    offset = torch.tensor([[c0, r0] for r0, c0 in offsets], device=device, dtype=centres.dtype)[:, None]  # T, 1, 2
+    keep, nearest = match_smnn_batched(descs[:t], descs[t:], responses[:t] > 0, responses[t:] > 0, cfg.ratio)
+    p_ref = centres[:t] + offset
+    p_mov = centres[t:].gather(1, nearest[..., None].expand(-1, -1, 2)) + offset
+    return p_ref[keep], p_mov[keep]
+
+
+#: Distance-matrix elements computed at once by :func:`match_smnn_batched` (tiles are taken in chunks).
+MATCH_CHUNK_ELEMENTS = 2**25
+
+
+def match_smnn_batched(desc1: torch.Tensor, desc2: torch.Tensor, ok1: torch.Tensor, ok2: torch.Tensor,
+                       th: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``kornia.feature.match_smnn``'s rule for T descriptor sets at once, without leaving the device.
+
+    A pair (i, j) is kept when i and j are mutual nearest neighbours and pass Lowe's ratio test
+    (nearest / second-nearest distance <= ``th``) both ways; a set with fewer than 2 descriptors on
+    either side gives no match. Missing descriptors (padding) are excluded by ``ok1`` / ``ok2``.
+
+    Args:
+        desc1, desc2: ``(T, N, D)`` and ``(T, M, D)`` descriptors.
+        ok1, ok2: ``(T, N)`` and ``(T, M)`` bool, which descriptors exist.
+        th: ratio threshold.
+
+    Returns:
+        ``(keep (T, N) bool, nearest (T, N) long)``: descriptor i of set t matches
+        ``nearest[t, i]`` of ``desc2[t]`` where ``keep[t, i]``.
+    """
+    t, n = desc1.shape[:2]
+    m = desc2.shape[1]
+    if n < 2 or m < 2:
+        return torch.zeros((t, n), dtype=torch.bool, device=desc1.device), torch.zeros((t, n), dtype=torch.long,
+                                                                                         device=desc1.device)
+    chunk = max(1, MATCH_CHUNK_ELEMENTS // (n * m))
+    keeps, nearests = [], []
+    arange = torch.arange(n, device=desc1.device)
+    for k in range(0, t, chunk):
+        a, b, oa, ob = desc1[k:k + chunk], desc2[k:k + chunk], ok1[k:k + chunk], ok2[k:k + chunk]
+        dm = torch.cdist(a, b).masked_fill(~oa[:, :, None] | ~ob[:, None, :], float("inf"))
+        v1, i1 = dm.topk(2, dim=2, largest=False)  # nearest two in desc2 of each descriptor of desc1
+        v2, i2 = dm.topk(2, dim=1, largest=False)  # and the reverse
+        pass1 = oa & (v1[..., 0] / v1[..., 1] <= th)
+        pass2 = ob & (v2[:, 0] / v2[:, 1] <= th)
+        j = i1[..., 0]
+        mutual = i2[:, 0].gather(1, j) == arange
+        enough = ((oa.sum(1) >= 2) & (ob.sum(1) >= 2))[:, None]
+        keeps.append(pass1 & mutual & pass2.gather(1, j) & enough)
+        nearests.append(j)
+    return torch.cat(keeps), torch.cat(nearests)
 
 
 def _valid_at(valid: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

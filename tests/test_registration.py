@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from s2v_gpu.products import TheiaProduct
-from s2v_gpu.registration import RegistrationConfig, register
+from s2v_gpu.registration import RegistrationConfig, _sift, match_smnn_batched, register
 from s2v_gpu.resample import downsample_bicubic_x2
 from s2v_gpu.synthetic import SyntheticConfig, SyntheticDate, generate
 
@@ -68,6 +68,34 @@ def test_too_few_matches_is_refused(shifted_archive):
     noise = torch.rand(ref.shape, generator=torch.Generator().manual_seed(0))
     r = register(ref, noise, pixel_size=10.0)
     assert not r.ok and r.reason
+
+
+def test_batched_matching_is_kornias_match_smnn(shifted_archive, device, monkeypatch):
+    """The device-side matcher keeps exactly the pairs kornia.feature.match_smnn keeps, tile by tile
+    (real SIFT descriptors of shifted tiles, missing keypoints included, in chunks of tiles too)."""
+    import kornia.feature as KF
+
+    import s2v_gpu.registration as registration
+
+    ref, mov, ref_valid, mov_valid = _blue_pair(shifted_archive, shifted_archive.truth["dates"][2], device)
+    tiles = torch.stack([ref[:96, :96], mov[:96, :96], ref[96:192, 64:160], mov[96:192, 64:160],
+                         ref[:96, :96] * 0, mov[:96, :96]])[:, None]  # the last pair: a blank tile
+    with torch.inference_mode():
+        _, responses, descs = _sift(200, torch.device(device))(tiles)
+    t = 3
+    d1, d2, ok1, ok2 = descs[0::2], descs[1::2], responses[0::2] > 0, responses[1::2] > 0
+    monkeypatch.setattr(registration, "MATCH_CHUNK_ELEMENTS", 200 * 200)  # one tile per chunk
+    keep, nearest = match_smnn_batched(d1, d2, ok1, ok2, 0.9)
+    for k in range(t):
+        ia, ib = ok1[k].nonzero().flatten(), ok2[k].nonzero().flatten()
+        _, idx = KF.match_smnn(d1[k][ia], d2[k][ib], th=0.9)
+        expected = {(int(ia[i]), int(ib[j])) for i, j in idx.tolist()}
+        got = {(i, int(nearest[k, i])) for i in keep[k].nonzero().flatten().tolist()}
+        assert got == expected
+    assert keep[:2].sum() > 20 and not keep[2].any()
+    monkeypatch.undo()
+    again = match_smnn_batched(d1, d2, ok1, ok2, 0.9)
+    assert torch.equal(again[0], keep) and torch.equal(again[1][keep], nearest[keep])
 
 
 def test_shape_mismatch_raises():
