@@ -76,7 +76,8 @@ def _sync(device: torch.device) -> None:
 @dataclass
 class PairInputs:
     """What :func:`load_pair` read for a pair: the VENuS bands on the common 5 m grid and the
-    Sentinel-2 bands on the 10 m / 20 m grids grown by ``margin`` pixels, already on the device."""
+    Sentinel-2 bands on the 10 m / 20 m grids grown by ``margin`` pixels, already on the device
+    (off the VENuS grid: only Sentinel-2 B2 at 10 m, ``s20`` None)."""
 
     pair: Pair
     grid: CommonGrid
@@ -110,12 +111,15 @@ def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu
                           f"by one {cfg.patches.size_5m}-pixel patch")
     margin = int(math.ceil(cfg.registration.max_distance_m / 10.0)) + 3  # 10 m pixels read around the grid
     kind, masks = cfg.reflectance, cfg.masks
-    v = read_on_grid(venus, VENUS_BANDS_READ, grid.at(5.0), kind=kind, masks=masks, device=device)
-    s10 = read_on_grid(s2, GROUP_10M["s2"], grid.expanded(10.0, margin), kind=kind, masks=masks, device=device)
-    s20 = read_on_grid(s2, GROUP_20M["s2"], grid.expanded(20.0, margin // 2 + 1), kind=kind, masks=masks,
-                       device=device)
-    _sync(device)
     aligned = is_aligned(s2.grid("R1"), grid.at(10.0)) and is_aligned(s2.grid("R2"), grid.at(20.0))
+    v = read_on_grid(venus, VENUS_BANDS_READ, grid.at(5.0), kind=kind, masks=masks, device=device)
+    # off the VENuS grid only the blue band is needed before the shift is known: every band is then
+    # resampled once from its own pixels at the shifted positions
+    bands10 = GROUP_10M["s2"] if aligned else GROUP_10M["s2"][:1]
+    s10 = read_on_grid(s2, bands10, grid.expanded(10.0, margin), kind=kind, masks=masks, device=device)
+    s20 = read_on_grid(s2, GROUP_20M["s2"], grid.expanded(20.0, margin // 2 + 1), kind=kind, masks=masks,
+                       device=device) if aligned else None
+    _sync(device)
     return PairInputs(pair, grid, margin, v, s10, s20, time.perf_counter() - start, aligned, venus, s2)
 
 
