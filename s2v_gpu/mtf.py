@@ -74,11 +74,9 @@ def mtf_downsample(
         ``[i * factor, (i + 1) * factor)``. Outputs with no valid input under the kernel are 0.
     """
     check_shape(image, 4, "image")
-    if channels is not None and valid is None:
-        image = image[:, channels]
-    b, c, h, w = image.shape
-    if channels is not None:
-        c = len(channels)
+    b, _, h, w = image.shape
+    channels = list(range(image.shape[1])) if channels is None else list(channels)
+    c = len(channels)
     if len(sigmas_px) != c:
         raise ValueError(f"{len(sigmas_px)} sigmas given for {c} channels")
     if h % factor or w % factor:
@@ -95,15 +93,13 @@ def mtf_downsample(
     extra = (size - factor) % 2
 
     if valid is None:
-        x = F.pad(image.to(dtype), (pad, pad + extra, 0, 0), mode="reflect")
+        x = F.pad(image[:, channels].to(dtype), (pad, pad + extra, 0, 0), mode="reflect")
         x = F.conv2d(x, taps.view(c, 1, 1, size), stride=(1, factor), groups=c)
         x = F.pad(x, (0, 0, pad, pad + extra), mode="reflect")
         return F.conv2d(x, taps.view(c, 1, size, 1), stride=(factor, 1), groups=c)
 
     if valid.dim() == 3:
         valid = valid[:, None]
-    if channels is None:
-        channels = list(range(c))
     both = torch.cat([taps, taps])
     w_h, w_v = both.view(2 * c, 1, 1, size), both.view(2 * c, 1, size, 1)
     h_out = h // factor

@@ -107,7 +107,8 @@ def _sift(num_features: int, device: torch.device) -> KF.SIFTFeatureScaleSpace:
     return _FEATURES[key]
 
 
-def _stretch_range(img: torch.Tensor, valid: torch.Tensor, max_samples: int = 100_000) -> tuple[torch.Tensor, torch.Tensor]:
+def _stretch_range(img: torch.Tensor, valid: torch.Tensor, max_samples: int = 100_000
+                   ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """1st and 99th percentiles of the valid pixels of an ``(H, W)`` image, from a regular subsample
     of about ``max_samples`` of them (None, None when fewer than 16 are valid)."""
     h, w = img.shape
