@@ -232,8 +232,8 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
     if final.numel() == 0:
         raise PairSkipped(f"{pair.pair_id}: every selected patch is an outlier (RMSE > {sc.outlier_rmse})")
     # the kept patches are valid throughout: their reflectance is values / q
-    fitted10 = apply_linear(take_patches(vs, size, candidates[final], i10).to(torch.float32).div_(q), w10)
-    fitted20 = apply_linear(take_patches(vs, size, candidates[final], i20).to(torch.float32).div_(q), w20)
+    fitted10 = apply_linear(take_patches(vs, size, candidates[final], i10), w10, q)
+    fitted20 = apply_linear(take_patches(vs, size, candidates[final], i20), w20, q)
     lap("fit")
     patch_ids = candidates[final].tolist()
     all_bounds = patch_bounds(grid.left, grid.top, grid.height, grid.width, size)

@@ -93,13 +93,16 @@ def fit_linear(v: torch.Tensor, s: torch.Tensor, counts: torch.Tensor | None, cf
     return torch.linalg.lstsq(a, s.double(), driver="gels").solution
 
 
-def apply_linear(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Apply ``W`` (C+1, D) to ``(N, C, H, W)`` images -> ``(N, D, H, W)`` (same dtype as v).
+def apply_linear(v: torch.Tensor, w: torch.Tensor, divisor: float = 1.0) -> torch.Tensor:
+    """Apply ``W`` (C+1, D) to ``(N, C, H, W)`` images ``v / divisor`` -> ``(N, D, H, W)`` float32
+    (float64 for float64 input).
 
-    One batched matrix product over the flattened pixels (no layout change), the bias added in place.
+    One batched matrix product over the flattened pixels (no layout change), the bias added in place;
+    the divisor (e.g. the quantification of stored integers) is folded into the weights.
     """
     n, c, h, width = v.shape
-    w = w.to(v.dtype)
-    out = torch.matmul(w[1:].T, v.reshape(n, c, h * width))
-    out += w[0][None, :, None]
+    dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
+    gain = (w[1:].double() / divisor).to(dtype)
+    out = torch.matmul(gain.T, v.reshape(n, c, h * width).to(dtype))
+    out += w[0].to(dtype)[None, :, None]
     return out.view(n, -1, h, width)
