@@ -12,14 +12,16 @@ Modes:
 matches dropped where either validity mask is invalid or where the displacement exceeds
 ``max_distance_m``, shift = plain mean of the remaining displacements.
 
-``robust`` (default): the paper's matches, computed with invalid pixels masked before detection; the
-translation is the mean of the matches within ``inlier_px`` of their median (a trimmed estimate that
-the 15 m truncation does not bias), then refined by an iteratively reweighted Gauss-Newton fit of
-translation, gain and offset over the whole valid overlap (Lucas-Kanade with Tukey weights, so
-clouds missing from a mask are down-weighted). Measured on the synthetic pairs: <= 0.05 px.
+``robust`` (default): the paper's matches on the ``max_tiles`` tiles where both images are the most
+valid, computed with invalid pixels masked before detection; their mean within ``inlier_px`` of their
+median (a trimmed estimate that the 15 m truncation does not bias) seeds an iteratively reweighted
+Gauss-Newton fit of translation, gain and offset on a regular subsample of the whole valid overlap
+(Lucas-Kanade with Tukey weights, so clouds missing from a mask are down-weighted; the moving image
+and its exact derivative are sampled with the Keys cubic). Measured on the synthetic pairs: errors
+of 0.005-0.044 px (0.05-0.44 m).
 
-Matching: mutual nearest neighbours that also pass Lowe's ratio test in both directions
-(``kornia.feature.match_smnn`` with ``th = ratio``).
+Matching: mutual nearest neighbours that also pass Lowe's ratio test in both directions (the rule of
+``kornia.feature.match_smnn`` with ``th = ratio``), for every tile at once on the device.
 """
 
 from __future__ import annotations
