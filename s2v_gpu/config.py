@@ -44,6 +44,9 @@ class DeviceConfig:
     name: str = "auto"
     #: torch.use_deterministic_algorithms: bit-identical results for the same seed and device
     deterministic: bool = True
+    #: keep freed host memory in the process for the next stages and pairs (glibc, see
+    #: s2v_gpu.hostmem): no page-by-page refaulting of the same gigabytes; the process keeps its peak
+    retain_host_memory: bool = True
 
 
 @dataclass

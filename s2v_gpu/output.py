@@ -72,10 +72,18 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+#: Elements converted at a time by :func:`to_int16` (a chunk's temporaries stay in cache).
+INT16_CHUNK = 2**22
+
+
 def to_int16(x: torch.Tensor) -> torch.Tensor:
-    """Reflectance -> int16 x 10000 on the CPU (rounded, clipped to the int16 range)."""
-    y = x * SCALE  # one new tensor, then in place
-    return y.round_().clamp_(-32768, 32767).to(torch.int16).cpu().contiguous()
+    """Reflectance ``(N, ...)`` -> int16 x 10000 on the CPU (rounded, clipped to the int16 range),
+    by chunks of the first dimension."""
+    out = torch.empty(x.shape, dtype=torch.int16, device=x.device)
+    step = max(1, INT16_CHUNK // max(1, x[:1].numel()))
+    for i in range(0, x.shape[0], step):
+        out[i:i + step] = (x[i:i + step] * SCALE).round_().clamp_(-32768, 32767)
+    return out.cpu().contiguous()
 
 
 def write_tensor(path: Path, tensor: torch.Tensor) -> None:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .config import ConfigError, RunConfig, register_configs, validate
 from .errors import S2VError
+from .hostmem import retain_freed_memory
 from .output import (INDEX_COLUMNS, clean_stale, pair_file_names, read_tsv, write_json, write_pair, write_tsv)
 from .pairing import find_pairs, sites_in
 from .pipeline import PairResult, PairSkipped, load_pair, process_pair
@@ -93,6 +94,8 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None, job_num: int | None
     device = resolve_device(cfg.device.name, job_num)
     if cfg.device.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.device.retain_host_memory:
+        retain_freed_memory()
     products_root = Path(cfg.paths.products) if cfg.paths.products is not None else demo_products(cfg)
     rejected: list[str] = []
     products = find_products(products_root, rejected)

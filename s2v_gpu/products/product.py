@@ -291,29 +291,30 @@ class TheiaProduct:
                 log.warning("%s: no %s_%s mask, ignored (allow_missing)", self.path, k, group)
         # GDAL releases the GIL while decoding: the files of a window are read in parallel threads,
         # the bands straight into one int16 buffer (page-locked when the device is a GPU, so the copy
-        # to the device is a plain DMA)
+        # to the device is a plain DMA); each thread also turns its file into "invalid" flags
         device = torch.device(device)
         buffer = torch.empty((len(bands), h, w), dtype=torch.int16, pin_memory=device.type == "cuda")
         dn = buffer.numpy()
-        jobs = [(p, self.nodata, dn[i]) for i, p in enumerate(band_paths)]
-        jobs += [(p, 1 if k == "EDG" else 0, None) for k, p in mask_paths.items()]
+        order = self.groups[group]
+        bits = {"SAT": [order.index(b) for b in bands], "MG2": [b - 1 for b in masks.mg2_invalid_bits]}
+
+        def invalid_of(kind: str, path: str, out: np.ndarray | None) -> np.ndarray:
+            data = _read_checked(path, window, ref, fill=1 if kind == "EDG" else (self.nodata if kind == "band" else 0),
+                                 out=out)
+            if kind == "band":
+                return data == self.nodata
+            if not np.issubdtype(data.dtype, np.integer):  # float-stored flags, rounded on reading
+                data = data.astype(np.int64)
+            if kind in bits:  # only the bits of the bands read / the configured MG2 bits invalidate
+                return (data & _bits(data, bits[kind])) != 0
+            return data != 0  # EDG: outside the swath; CLM: any cloud or shadow bit
+
+        jobs = [("band", p, dn[i]) for i, p in enumerate(band_paths)] + [(k, p, None) for k, p in mask_paths.items()]
         with ThreadPoolExecutor(max_workers=min(len(jobs), READ_THREADS)) as pool:
-            arrays = list(pool.map(lambda job: _read_checked(job[0], window, ref, fill=job[1], out=job[2]), jobs))
-        # masks keep their own integer type (uint8 mostly); float-stored ones were rounded on reading
-        flags = {k: a if np.issubdtype(a.dtype, np.integer) else a.astype(np.int64)
-                 for k, a in zip(mask_paths, arrays[len(bands):])}
-        invalid = dn[0] == self.nodata
-        for i in range(1, len(bands)):
-            invalid |= dn[i] == self.nodata
-        if "EDG" in flags:
-            invalid |= flags["EDG"] != 0
-        if "CLM" in flags:
-            invalid |= flags["CLM"] != 0
-        if "SAT" in flags:
-            order = self.groups[group]
-            invalid |= (flags["SAT"] & _bits(flags["SAT"], [order.index(b) for b in bands])) != 0
-        if "MG2" in flags:
-            invalid |= (flags["MG2"] & _bits(flags["MG2"], [b - 1 for b in masks.mg2_invalid_bits])) != 0
+            flags = list(pool.map(lambda job: invalid_of(*job), jobs))
+        invalid = flags[0]
+        for f in flags[1:]:
+            invalid |= f
 
         valid = torch.from_numpy(~invalid).to(device, non_blocking=True)
         dn_device = buffer.to(device, non_blocking=True)
