@@ -299,8 +299,8 @@ class TheiaProduct:
         bits = {"SAT": [order.index(b) for b in bands], "MG2": [b - 1 for b in masks.mg2_invalid_bits]}
 
         def invalid_of(kind: str, path: str, out: np.ndarray | None) -> np.ndarray:
-            data = _read_checked(path, window, ref, fill=1 if kind == "EDG" else (self.nodata if kind == "band" else 0),
-                                 out=out)
+            fill = {"band": self.nodata, "EDG": 1}.get(kind, 0)  # outside the raster: no-data / out of swath
+            data = _read_checked(path, window, ref, fill=fill, out=out)
             if kind == "band":
                 return data == self.nodata
             if not np.issubdtype(data.dtype, np.integer):  # float-stored flags, rounded on reading
