@@ -192,6 +192,41 @@ def test_mask_of_wrong_size(product_copy, tiny_archive):
         TheiaProduct(product_copy).read(("B2",))
 
 
+@pytest.mark.parametrize("outside", [False, True])
+def test_reencoded_rasters_read_the_same(product_copy, outside):
+    """Products re-encoded with float32 bands/masks or wider integer masks (values unchanged, no-data
+    as NaN in the float band) give exactly the same reflectance and validity, inside the raster and
+    through a window that leaves it."""
+    import rasterio
+
+    product = TheiaProduct(product_copy)
+    grid = product.grid("R1")
+    left, bottom, right, top = grid.bounds
+    bounds = (left - 30, top - 200, left + 170, top + 30) if outside else None  # None: the whole raster
+    bands = ("B2", "B3", "B8")
+    before = product.read(bands, bounds)
+
+    def rewrite(path, dtype, nan_nodata=False):
+        with rasterio.open(path) as src:
+            profile, data = src.profile, src.read(1)
+        profile.update(dtype=dtype)
+        out = data.astype(dtype)
+        if nan_nodata:
+            out[data == product.nodata] = np.nan
+            profile.update(nodata=np.nan)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(out[None])
+
+    name = product_copy.name
+    rewrite(product_copy / f"{name}_FRE_B3.tif", "float32", nan_nodata=True)
+    rewrite(product_copy / "MASKS" / f"{name}_SAT_R1.tif", "float32")
+    rewrite(product_copy / "MASKS" / f"{name}_MG2_R1.tif", "uint16")
+    rewrite(product_copy / "MASKS" / f"{name}_CLM_R1.tif", "int16")
+    after = TheiaProduct(product_copy).read(bands, bounds)
+    assert torch.equal(after.valid, before.valid) and (~before.valid).any() and before.valid.any()
+    assert torch.equal(after.reflectance, before.reflectance)
+
+
 def test_band_with_another_crs(product_copy):
     import rasterio
     from rasterio.crs import CRS
