@@ -12,8 +12,9 @@ import json
 import logging
 from pathlib import Path
 
-from .output import INDEX_COLUMNS, read_tsv, write_json, write_tsv
-from .report import ReportConfig, build_report, hydra_app
+from .layout import INDEX_COLUMNS, INDEX_FILE, SUMMARY_FILE, read_index_rows
+from .report import ReportConfig, build_report
+from .writer import write_json, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,12 @@ def aggregate(root: str | Path, report: ReportConfig | None = None) -> dict:
     """Merge the site folders under ``root``; returns the merged summary."""
     root = Path(root)
     rows, summaries = [], {}
-    for index in sorted(root.glob("*/index.csv")):
-        site_rows = read_tsv(index)
+    for index in sorted(root.glob(f"*/{INDEX_FILE}")):
+        site_rows = read_index_rows(index.parent)
         for r in site_rows:
             r["site_folder"] = index.parent.name
         rows += site_rows
-        summary = index.parent / "summary.json"
+        summary = index.parent / SUMMARY_FILE
         if summary.exists():
             s = json.loads(summary.read_text())
             s.pop("config", None)
@@ -45,7 +46,9 @@ def aggregate(root: str | Path, report: ReportConfig | None = None) -> dict:
 
 
 def main() -> None:
-    hydra_app(lambda dataset, report, _out: aggregate(dataset, report))
+    from .report.app import report_app
+
+    report_app(lambda dataset, report, _out: aggregate(dataset, report))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,16 @@ wrong types, :func:`validate` rejects values that make no sense, before any work
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import enum
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hydra.core.config_store import ConfigStore
-
 from .errors import S2VError
+from .layout import Layout, UnsafeNameError, check_name
 from .pairing import PairingConfig
 from .pipeline import PipelineConfig
 
@@ -32,9 +35,24 @@ class PathsConfig:
     demo: str = "demo_products"
 
 
+class DataSource(enum.StrEnum):
+    """Where the products come from: the embedded synthetic ``demo`` (or ``tiny``) archive, generated
+    once into ``paths.demo``, or ``theia`` products under ``paths.products`` (required)."""
+
+    demo = "demo"
+    tiny = "tiny"
+    theia = "theia"
+
+
+class DemoPreset(enum.StrEnum):
+    tiny = "tiny"
+    demo = "demo"
+    full = "full"
+
+
 @dataclass
 class DemoConfig:
-    preset: str = "demo"  # tiny, demo or full (see s2v_gpu.synthetic.preset)
+    preset: DemoPreset = DemoPreset.demo  # see s2v_gpu.synthetic.preset
     seed: int = 0
 
 
@@ -53,9 +71,14 @@ class DeviceConfig:
 class RunConfig:
     #: VENuS site to process; None: the only site among the products.
     site: Optional[str] = None
+    #: set by the data group (conf/data/*.yaml): demo, tiny or theia
+    data: DataSource = DataSource.demo
     #: Output naming: "clean" (the paper's names) or "published" (the quirks of the Zenodo release:
-    #: site cut/padded to 8 characters, red-edge files named b4b5b6b8a).
-    layout: str = "clean"
+    #: 8-character site prefix, red-edge files named b4b5b6b8a, LICENCE, per-site zenith angle).
+    layout: Layout = Layout.clean
+    #: a site folder made with another configuration is rebuilt (only the files its runs wrote are
+    #: removed) instead of refused
+    overwrite: bool = False
     progress: bool = True
     #: write the site's quality report (site_folder/report/) at the end of the run
     report: bool = True
@@ -66,41 +89,113 @@ class RunConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
-def register_configs() -> None:
-    ConfigStore.instance().store(name="s2v_schema", node=RunConfig)
+def unknown_keys(node, schema, prefix: str = "") -> list[str]:
+    """Keys of a composed config (a DictConfig or dict) that its dataclass ``schema`` does not have
+    (Hydra accepts ``+key=value`` and OmegaConf keeps such keys: they would be silently ignored)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    names = {f.name for f in dataclasses.fields(schema)}
+    out = []
+    for key in node.keys():
+        if key not in names:
+            out.append(f"{prefix}{key} (not a key of {prefix.rstrip('.') or 'the configuration'}; keys: "
+                       f"{', '.join(sorted(names))})")
+            continue
+        child_type = hints[key]
+        if dataclasses.is_dataclass(child_type) and hasattr(node[key], "keys"):
+            out += unknown_keys(node[key], child_type, f"{prefix}{key}.")
+    return out
 
 
-def validate(cfg: RunConfig) -> None:
-    """Reject values that would fail later, with a message saying what to fix.
 
-    Raises:
-        ConfigError: the first problem found.
-    """
-    p = cfg.pipeline
-    checks = [
-        (cfg.layout in ("clean", "published"), f"layout={cfg.layout!r}: use 'clean' or 'published'"),
-        (p.reflectance in ("FRE", "SRE"), f"pipeline.reflectance={p.reflectance!r}: use FRE or SRE"),
-        (p.registration.mode in ("paper", "robust"),
-         f"pipeline.registration.mode={p.registration.mode!r}: use 'paper' or 'robust'"),
+def _ranges(cfg: RunConfig) -> list[tuple[bool, str]]:
+    p, r = cfg.pipeline, cfg.pipeline.registration
+    return [
         (cfg.pairing.max_dt_minutes >= 0, f"pairing.max_dt_minutes={cfg.pairing.max_dt_minutes} must be >= 0"),
-        (p.registration.tile_size >= 32, f"pipeline.registration.tile_size={p.registration.tile_size} must be >= 32"),
-        (p.registration.max_distance_m > 0,
-         f"pipeline.registration.max_distance_m={p.registration.max_distance_m} must be > 0"),
-        (p.registration.min_matches >= 1, f"pipeline.registration.min_matches={p.registration.min_matches} must be >= 1"),
+        (r.tile_size >= 32, f"pipeline.registration.tile_size={r.tile_size} must be >= 32"),
+        (0 < r.max_distance_m <= 1000, f"pipeline.registration.max_distance_m={r.max_distance_m} must be in (0, 1000]"),
+        (r.min_matches >= 1, f"pipeline.registration.min_matches={r.min_matches} must be >= 1"),
+        (r.num_features >= 8, f"pipeline.registration.num_features={r.num_features} must be >= 8"),
+        (0 < r.ratio <= 1, f"pipeline.registration.ratio={r.ratio} must be in (0, 1]"),
+        (r.inlier_px > 0, f"pipeline.registration.inlier_px={r.inlier_px} must be > 0"),
+        (r.max_spread_m > 0, f"pipeline.registration.max_spread_m={r.max_spread_m} must be > 0"),
+        (0 <= r.min_inlier_fraction <= 1,
+         f"pipeline.registration.min_inlier_fraction={r.min_inlier_fraction} must be in [0, 1]"),
+        (r.max_tiles >= 0, f"pipeline.registration.max_tiles={r.max_tiles} must be >= 0"),
+        (r.refine_iterations >= 1, f"pipeline.registration.refine_iterations={r.refine_iterations} must be >= 1"),
+        (r.refine_max_pixels >= 1000, f"pipeline.registration.refine_max_pixels={r.refine_max_pixels} must be >= 1000"),
+        (r.refine_min_points >= 10, f"pipeline.registration.refine_min_points={r.refine_min_points} must be >= 10"),
+        (r.refine_max_jump_px > 0, f"pipeline.registration.refine_max_jump_px={r.refine_max_jump_px} must be > 0"),
+        (r.tukey_c > 0, f"pipeline.registration.tukey_c={r.tukey_c} must be > 0"),
+        (0 <= p.read_margin_extra_px <= 16, f"pipeline.read_margin_extra_px={p.read_margin_extra_px} must be in [0, 16]"),
         (p.patches.size_5m >= 16 and p.patches.size_5m % 4 == 0,
          f"pipeline.patches.size_5m={p.patches.size_5m} must be a multiple of 4, >= 16"),
         (p.radiometry.fit_max_rmse > 0, f"pipeline.radiometry.fit_max_rmse={p.radiometry.fit_max_rmse} must be > 0"),
         (p.radiometry.n_pixels > 0, f"pipeline.radiometry.n_pixels={p.radiometry.n_pixels} must be > 0"),
+        (p.radiometry.min_pixels >= 10, f"pipeline.radiometry.min_pixels={p.radiometry.min_pixels} must be >= 10"),
+        (p.radiometry.min_band_std >= 0, f"pipeline.radiometry.min_band_std={p.radiometry.min_band_std} must be >= 0"),
         (p.selection.max_patches >= 1, f"pipeline.selection.max_patches={p.selection.max_patches} must be >= 1"),
         (p.selection.outlier_rmse > 0, f"pipeline.selection.outlier_rmse={p.selection.outlier_rmse} must be > 0"),
         (all(1 <= b <= 8 for b in p.masks.mg2_invalid_bits),
          f"pipeline.masks.mg2_invalid_bits={list(p.masks.mg2_invalid_bits)}: MG2 bit numbers are 1..8"),
-        (cfg.device.name == "auto" or cfg.device.name == "cpu" or cfg.device.name.startswith("cuda"),
+        (cfg.device.name in ("auto", "cpu", "cuda") or (cfg.device.name.startswith("cuda:")
+                                                        and cfg.device.name[5:].isdigit()),
          f"device.name={cfg.device.name!r}: use auto, cpu, cuda or cuda:N"),
     ]
-    for ok, message in checks:
+
+
+def _non_finite(node, prefix: str = "") -> str | None:
+    """The first float of the configuration that is NaN or infinite (a threshold that compares false
+    with everything would pass any range check)."""
+    items = asdict(node).items() if hasattr(node, "__dataclass_fields__") else node.items()
+    for key, value in items:
+        if isinstance(value, dict):
+            found = _non_finite(value, f"{prefix}{key}.")
+            if found:
+                return found
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{prefix}{key}={value}"
+    return None
+
+
+def validate(cfg: RunConfig) -> None:
+    """Reject values that would fail later or give a wrong dataset, with a message naming the key.
+
+    Raises:
+        ConfigError: the first problem found.
+    """
+    bad = _non_finite(cfg)
+    if bad:
+        raise ConfigError(f"{bad}: must be a finite number")
+    for ok, message in _ranges(cfg):
         if not ok:
             raise ConfigError(message)
+    if cfg.site is not None:
+        try:
+            check_name(cfg.site, "site")
+        except UnsafeNameError as exc:
+            raise ConfigError(f"site={cfg.site!r}: {exc}") from exc
+    if cfg.data is DataSource.theia and cfg.paths.products is None:
+        raise ConfigError("paths.products is required with data=theia: give the folder holding the Theia products "
+                          "(data=demo runs the embedded synthetic demo)")
+    if cfg.data is not DataSource.theia and cfg.paths.products is not None:
+        raise ConfigError(f"paths.products={cfg.paths.products} is set but data={cfg.data}: add data=theia to "
+                          "build from those products")
     if cfg.paths.products is not None and not Path(cfg.paths.products).is_dir():
         raise ConfigError(f"paths.products={cfg.paths.products}: folder not found (give the folder holding the "
-                          "Theia products, or leave it unset to run the synthetic demo)")
+                          "Theia products)")
+
+
+#: The parts of the configuration that shape the tensors of a dataset folder (the rest — paths,
+#: device, progress, report — does not change a byte of them, devices aside; see the README).
+def method_config(cfg: RunConfig) -> dict:
+    """The configuration that shapes the tensors, as plain JSON-able values."""
+    return json.loads(json.dumps({"pipeline": asdict(cfg.pipeline), "pairing": asdict(cfg.pairing),
+                                  "layout": str(cfg.layout)}, default=str))
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """16 hex digits of the SHA-256 of :func:`method_config` (sorted keys)."""
+    return hashlib.sha256(json.dumps(method_config(cfg), sort_keys=True).encode()).hexdigest()[:16]

@@ -20,11 +20,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .output import SCALE
+from .layout import INDEX_FILE, SCALE, TENSOR_COLUMNS, pair_id_of_row, read_index_rows
 
 GROUP_FILES = {
     "10m": {"s2_10m": "tensor_10m_b2b3b4b8", "venus_05m_10mbands": "tensor_05m_b2b3b4b8"},
@@ -45,20 +44,16 @@ def read_index(root: str | Path, sites: list[str] | None = None) -> list[PairEnt
     """Pairs listed by the ``index.csv`` of every site folder under ``root`` (or of ``root`` itself)."""
     root = Path(root)
     # a site folder, or a dataset root (its site folders; a merged root index.csv is not read twice)
-    site_level = (root / "index.csv").exists() and not list(root.glob("*/index.csv"))
-    indexes = [root / "index.csv"] if site_level else sorted(root.glob("*/index.csv"))
+    site_level = (root / INDEX_FILE).exists() and not list(root.glob(f"*/{INDEX_FILE}"))
+    folders = [root] if site_level else sorted(p.parent for p in root.glob(f"*/{INDEX_FILE}"))
     entries = []
-    for index in indexes:
-        df = pd.read_csv(index, sep="\t", dtype=str)
-        for _, row in df.iterrows():
+    for folder in folders:
+        for row in read_index_rows(folder):  # file names checked: never outside the folder
             site = row["vns_site"]
             if sites is not None and site not in sites:
                 continue
-            name = row["tensor_05m_b2b3b4b8"]
-            pair_id = name[: -len("_05m_b2b3b4b8.pt")]
-            files = {c: row[c] for c in ("tensor_05m_b2b3b4b8", "tensor_10m_b2b3b4b8", "tensor_05m_b5b6b7b8a",
-                                         "tensor_20m_b5b6b7b8a")}
-            entries.append(PairEntry(site, pair_id, index.parent, files, int(row["nb_patches"])))
+            files = {c: row[c] for c in TENSOR_COLUMNS}
+            entries.append(PairEntry(site, pair_id_of_row(row), folder, files, int(row["nb_patches"])))
     return entries
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from rasterio.warp import transform_bounds
 
 from .errors import S2VError
+from .layout import pair_id
 from .products.naming import ProductName
 from .products.product import Grid, TheiaProduct
 
@@ -46,6 +47,8 @@ class Pair:
     s2_name: ProductName
     dt_minutes: float
     candidates: list[str] = field(default_factory=list)
+    #: ``HHMMSS`` of the VENuS acquisition when it is not the site's first pair of that day
+    time_suffix: str | None = None
 
     @property
     def tile(self) -> str:
@@ -57,8 +60,9 @@ class Pair:
 
     @property
     def pair_id(self) -> str:
-        """``{site}_{mgrs_tile}_{YYYY-MM-DD}`` (paper section 3.3)."""
-        return f"{self.site}_{self.tile}_{self.date}"
+        """``{site}_{mgrs_tile}_{YYYY-MM-DD}`` (paper section 3.3); the second and later VENuS
+        acquisitions of a day append ``-{HHMMSS}`` (their acquisition time), so ids are unique."""
+        return pair_id(self.site, self.tile, self.date, self.time_suffix)
 
 
 def _newest(products: list[tuple[Path, ProductName]], key) -> list[tuple[Path, ProductName]]:
@@ -111,8 +115,10 @@ def find_pairs(products: list[tuple[Path, ProductName]], site: str, cfg: Pairing
                 vgrid = None
             if vgrid is not None:
                 chosen = max(same_day, key=lambda c: (_coverage(vgrid, c[0]), -abs(c[2]), c[1].zone))
+        first_of_day = not pairs or pairs[-1].date != vname.acquired.strftime("%Y-%m-%d")
         pairs.append(Pair(site, vpath, chosen[0], vname, chosen[1], chosen[2],
-                          candidates=[c[0].name for c in same_day]))
+                          candidates=[c[0].name for c in same_day],
+                          time_suffix=None if first_of_day else vname.acquired.strftime("%H%M%S")))
     return pairs
 
 

@@ -1,13 +1,14 @@
-"""One pair through every stage: read, grids, register, shift, patches, fit, select, outliers.
+"""One pair through every stage: read, grids, register, shift, patches, MTF, fit, select.
 
-I/O happens at the start (products in); everything after the reads is a tensor function on one
-device. The result holds the four int16-ready tensors of the SEN2VENuS layout and the statistics the
-run records.
+I/O happens at the start (products in, :func:`load_pair`); every step after the reads is a tensor
+function on one device, except the re-read of an off-grid Sentinel-2 (see :func:`shift_sentinel2`).
+The result holds the four int16-ready tensors of the SEN2VENuS layout and the statistics the run
+records.
 """
 
 from __future__ import annotations
 
-import logging
+import enum
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,8 +27,6 @@ from .registration import RegistrationConfig, RegistrationResult, register
 from .resample import apply_shift, downsample_bicubic_x2
 from .selection import SelectionConfig, pair_generator, select_random
 
-log = logging.getLogger(__name__)
-
 VENUS_BANDS_READ = ("B3", "B4", "B7", "B8", "B9", "B10", "B11")
 
 
@@ -35,11 +34,21 @@ class PairSkipped(S2VError, RuntimeError):
     """A pair cannot give patches (no overlap, weak registration, no valid patch...); the reason says why."""
 
 
+class Reflectance(enum.StrEnum):
+    """``FRE``: flat reflectance (slope-corrected, the paper's); ``SRE``: surface reflectance."""
+
+    FRE = "FRE"
+    SRE = "SRE"
+
+
 @dataclass
 class PipelineConfig:
-    """Every threshold of the method; defaults are the paper's values."""
+    """Every threshold of the method; defaults are the paper's values or ours where we depart."""
 
-    reflectance: str = "FRE"  # FRE (slope-corrected) or SRE
+    reflectance: Reflectance = Reflectance.FRE
+    #: Sentinel-2 pixels read around the common grid beyond ``registration.max_distance_m``: the
+    #: support of the shift kernel (2 taps) plus one pixel of rounding
+    read_margin_extra_px: int = 3
     masks: MaskConfig = field(default_factory=MaskConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     patches: PatchConfig = field(default_factory=PatchConfig)
@@ -109,7 +118,7 @@ def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu
     if grid is None:
         raise PairSkipped(f"{pair.pair_id}: the footprints of {pair.venus.name} and {pair.s2.name} do not overlap "
                           f"by one {cfg.patches.size_5m}-pixel patch")
-    margin = int(math.ceil(cfg.registration.max_distance_m / 10.0)) + 3  # 10 m pixels read around the grid
+    margin = int(math.ceil(cfg.registration.max_distance_m / 10.0)) + cfg.read_margin_extra_px
     kind, masks = cfg.reflectance, cfg.masks
     aligned = is_aligned(s2.grid("R1"), grid.at(10.0)) and is_aligned(s2.grid("R2"), grid.at(20.0))
     v = read_on_grid(venus, VENUS_BANDS_READ, grid.at(5.0), kind=kind, masks=masks, device=device)
@@ -123,6 +132,106 @@ def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu
     return PairInputs(pair, grid, margin, v, s10, s20, time.perf_counter() - start, aligned, venus, s2)
 
 
+def registration_inputs(inputs: PairInputs) -> tuple[torch.Tensor, ...]:
+    """The 10 m blue images registered: VENuS B3 bicubic-downsampled x2 and its validity (whole 2x2
+    blocks valid), Sentinel-2 B2 over the same footprint and its validity; each ``(H/2, W/2)``."""
+    grid, margin, v, s10 = inputs.grid, inputs.margin, inputs.v, inputs.s10
+    h10, w10 = grid.height // 2, grid.width // 2
+    ref = downsample_bicubic_x2(v.channels([0])[None])[0, 0]
+    ref_valid = v.valid.view(h10, 2, w10, 2).all(3).all(1)
+    mov = s10.reflectance[0, margin:margin + h10, margin:margin + w10]
+    mov_valid = s10.valid[margin:margin + h10, margin:margin + w10]
+    return ref, mov, ref_valid, mov_valid
+
+
+def shift_sentinel2(inputs: PairInputs, reg: RegistrationResult, cfg: PipelineConfig,
+                    device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Sentinel-2 at 10 m and 20 m moved onto VENuS by the registration shift, cropped to the common
+    grid: ``(4, H/2, W/2)``, its validity ``(H/2, W/2)``, ``(4, H/4, W/4)``, ``(H/4, W/4)``.
+
+    On the VENuS grid the shift is applied to the tensors read with a margin. Off the grid (another
+    UTM zone, an offset origin) this step is *not* a pure tensor function: it reads the Sentinel-2
+    windows again (from the page cache) and resamples them once, from their own pixels, at the shifted
+    positions (reprojection and shift in one pass), rather than interpolating an interpolated image.
+    """
+    grid, margin = inputs.grid, inputs.margin
+    if not inputs.s2_aligned:
+        dxm, dym = reg.shift_m
+        kw = {"kind": cfg.reflectance, "masks": cfg.masks, "device": device}
+        a = read_on_grid(inputs.s2, GROUP_10M["s2"], translated(grid.at(10.0), dxm, dym), **kw)
+        b = read_on_grid(inputs.s2, GROUP_20M["s2"], translated(grid.at(20.0), dxm, dym), **kw)
+        return a.reflectance, a.valid, b.reflectance, b.valid
+    dx, dy = reg.shift_px
+    s10, s20 = inputs.s10, inputs.s20
+    h10, w10, h20, w20 = grid.height // 2, grid.width // 2, grid.height // 4, grid.width // 4
+    r10, ok10 = apply_shift(s10.reflectance[None], s10.valid[None], (dx, dy))
+    r20, ok20 = apply_shift(s20.reflectance[None], s20.valid[None], (dx / 2, dy / 2))
+    m, m20 = margin, margin // 2 + 1
+    return (r10[0, :, m:m + h10, m:m + w10], ok10[0, 0, m:m + h10, m:m + w10],
+            r20[0, :, m20:m20 + h20, m20:m20 + w20], ok20[0, 0, m20:m20 + h20, m20:m20 + w20])
+
+
+@dataclass
+class Candidates:
+    """The valid patch triplets of a pair: their indices in the row-major patch grid, the
+    Sentinel-2 patches and the MTF-downsampled VENuS patches (reflectance, ``(N, 4, s, s)``)."""
+
+    ids: torch.Tensor
+    n_total: int
+    s10: torch.Tensor
+    s20: torch.Tensor
+    v10: torch.Tensor | None = None
+    v20: torch.Tensor | None = None
+
+
+def valid_candidates(pid: str, v_valid, r10, ok10, r20, ok20, size: int) -> Candidates:
+    """Triplets with no invalid pixel in any of the three (paper section 2.6), Sentinel-2 cut out."""
+    valid = valid_triplets(v_valid, ok10, ok20, size)
+    ids = torch.nonzero(valid).flatten()
+    if ids.numel() == 0:
+        raise PairSkipped(f"{pid}: no valid patch out of {valid.numel()}")
+    return Candidates(ids, int(valid.numel()), take_patches(r10, size // 2, ids), take_patches(r20, size // 4, ids))
+
+
+def venus_at_s2_resolution(v, cand: Candidates, size: int) -> None:
+    """MTF-matched downsampling of VENuS to 10 m and 20 m on the whole common grid (normalised by the
+    validity, so patch borders see their true neighbours), cut into the candidates' patches (on the
+    stored int16, scaled afterwards: the blur is linear)."""
+    vs, q = v.scaled()
+    for attr, group, res, factor in (("v10", GROUP_10M, 10.0, 2), ("v20", GROUP_20M, 20.0, 4)):
+        channels = [VENUS_BANDS_READ.index(b) for b in group["venus"]]
+        low = mtf_downsample(vs[None], band_sigmas_px(group["s2"], res), factor, v.valid[None], channels=channels)[0]
+        setattr(cand, attr, take_patches(low, size // factor, cand.ids).div_(q))
+
+
+def fit_radiometry(pid: str, cand: Candidates, rc: RadiometryConfig, gen: torch.Generator):
+    """W (5x4) per band group, both groups in one batched lstsq, on random pixels of the patches whose
+    global RMSE (over the 8 bands) is at most ``fit_max_rmse``. Returns ``(w10, w20, fit_keep, n10, n20)``."""
+    pre = torch.sqrt((patch_rmse(cand.v10, cand.s10) ** 2 + patch_rmse(cand.v20, cand.s20) ** 2) / 2)
+    fit_keep = pre <= rc.fit_max_rmse
+    if not fit_keep.any():
+        raise PairSkipped(f"{pid}: every valid patch has RMSE > {rc.fit_max_rmse} before the fit")
+    a10, b10 = sample_pixels(cand.v10, cand.s10, fit_keep, rc.n_pixels, gen)
+    a20, b20 = sample_pixels(cand.v20, cand.s20, fit_keep, rc.n_pixels, gen)
+    try:
+        w = fit_linear(*stack_padded([a10, a20], [b10, b20]), rc)
+    except S2VError as exc:
+        raise PairSkipped(f"{pid}: {exc}") from exc
+    return w[0], w[1], fit_keep, int(a10.shape[0]), int(a20.shape[0])
+
+
+def select_patches(pid: str, cand: Candidates, w10: torch.Tensor, sc: SelectionConfig, gen: torch.Generator):
+    """At most ``max_patches`` drawn at random, then those with RMSE(S2 10 m, fitted VENuS at 10 m) above
+    ``outlier_rmse`` dropped. Returns ``(chosen, kept)`` as positions among the candidates."""
+    chosen = select_random(torch.arange(cand.ids.numel(), device=cand.ids.device), sc.max_patches, gen)
+    # the fit is linear and the normalised blur preserves constants: blur(W v) = W blur(v)
+    rmse = patch_rmse(apply_linear(cand.v10[chosen], w10), cand.s10[chosen])
+    final = chosen[rmse <= sc.outlier_rmse]
+    if final.numel() == 0:
+        raise PairSkipped(f"{pid}: every selected patch is an outlier (RMSE > {sc.outlier_rmse})")
+    return chosen, final
+
+
 def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu",
                  inputs: PairInputs | None = None) -> PairResult:
     """Run every stage on one pair (reading it first unless ``inputs`` come from :func:`load_pair`).
@@ -133,129 +242,58 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
     """
     device = torch.device(device)
     inputs = inputs or load_pair(pair, cfg, device)
-    timings: dict[str, float] = {"read": inputs.read_s}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        _sync(device)
-        now = time.perf_counter()
-        timings[name] = timings.get(name, 0.0) + now - clock
-        clock = now
-
-    grid, margin, v, s10, s20 = inputs.grid, inputs.margin, inputs.v, inputs.s10, inputs.s20
+    lap = _Laps(device, {"read": inputs.read_s})
+    pid, v, size = pair.pair_id, inputs.v, cfg.patches.size_5m
     if not v.valid.any():
-        raise PairSkipped(f"{pair.pair_id}: no valid VENuS pixel in the common footprint ({pair.venus.name})")
-    if not s10.valid.any():
-        raise PairSkipped(f"{pair.pair_id}: no valid Sentinel-2 pixel in the common footprint ({pair.s2.name})")
-
-    # --- registration on 10 m blue: VENuS B3 (bicubic x2 down) vs Sentinel-2 B2
-    ref = downsample_bicubic_x2(v.channels([0])[None])[0, 0]
-    ref_valid = v.valid.view(grid.height // 2, 2, grid.width // 2, 2).all(3).all(1)  # whole 2x2 blocks valid
-    h10, w10 = grid.height // 2, grid.width // 2
-    mov = s10.reflectance[0, margin:margin + h10, margin:margin + w10]
-    mov_valid = s10.valid[margin:margin + h10, margin:margin + w10]
-    reg = register(ref, mov, ref_valid, mov_valid, 10.0, cfg.registration)
+        raise PairSkipped(f"{pid}: no valid VENuS pixel in the common footprint ({pair.venus.name})")
+    if not inputs.s10.valid.any():
+        raise PairSkipped(f"{pid}: no valid Sentinel-2 pixel in the common footprint ({pair.s2.name})")
+    reg = register(*registration_inputs(inputs), 10.0, cfg.registration)
     lap("register")
     if not reg.ok:
-        raise PairSkipped(f"{pair.pair_id}: registration refused: {reg.reason}")
-
-    # --- shift Sentinel-2 onto VENuS (10 m and 20 m), then crop the margins
-    h20, w20 = grid.height // 4, grid.width // 4
-    if inputs.s2_aligned:
-        dx, dy = reg.shift_px
-        r10, ok10 = apply_shift(s10.reflectance[None], s10.valid[None], (dx, dy))
-        m20 = margin // 2 + 1
-        r20, ok20 = apply_shift(s20.reflectance[None], s20.valid[None], (dx / 2, dy / 2))
-        r10, ok10 = r10[0, :, margin:margin + h10, margin:margin + w10], ok10[0, 0, margin:margin + h10, margin:margin + w10]
-        r20, ok20 = r20[0, :, m20:m20 + h20, m20:m20 + w20], ok20[0, 0, m20:m20 + h20, m20:m20 + w20]
-    else:
-        # Sentinel-2 on another grid (another UTM zone, an offset origin): resample it once from its
-        # own pixels at the shifted positions, reprojection and shift in one bicubic pass (reading the
-        # windows again, from the page cache) rather than interpolating an interpolated image
-        s2 = inputs.s2
-        dxm, dym = reg.shift_m
-        kind, masks = cfg.reflectance, cfg.masks
-        a = read_on_grid(s2, GROUP_10M["s2"], translated(grid.at(10.0), dxm, dym), kind=kind, masks=masks, device=device)
-        b = read_on_grid(s2, GROUP_20M["s2"], translated(grid.at(20.0), dxm, dym), kind=kind, masks=masks, device=device)
-        r10, ok10, r20, ok20 = a.reflectance, a.valid, b.reflectance, b.valid
+        raise PairSkipped(f"{pid}: registration refused: {reg.reason}")
+    r10, ok10, r20, ok20 = shift_sentinel2(inputs, reg, cfg, device)
     lap("shift")
-
-    # --- patches and their validity; the valid ones are cut out (VENuS at 5 m only once selected)
-    size = cfg.patches.size_5m
-    valid = valid_triplets(v.valid, ok10, ok20, size)
-    n_total = int(valid.numel())
-    candidates = torch.nonzero(valid).flatten()
-    if candidates.numel() == 0:
-        raise PairSkipped(f"{pair.pair_id}: no valid patch out of {n_total}")
-    sp10 = take_patches(r10, size // 2, candidates)
-    sp20 = take_patches(r20, size // 4, candidates)
+    cand = valid_candidates(pid, v.valid, r10, ok10, r20, ok20, size)
     lap("patchify")
-
-    # --- MTF-matched downsampling of VENuS to S2 resolution, on the whole common grid (normalised
-    # by the validity, so patch borders see their true neighbours), then cut into the same patches
-    i10 = [VENUS_BANDS_READ.index(b) for b in GROUP_10M["venus"]]
-    i20 = [VENUS_BANDS_READ.index(b) for b in GROUP_20M["venus"]]
-    sig10 = band_sigmas_px(GROUP_10M["s2"], 10.0)
-    sig20 = band_sigmas_px(GROUP_20M["s2"], 20.0)
-    # (on the stored int16, scaled afterwards: the blur is linear)
-    vs, q = v.scaled()
-    v10 = take_patches(mtf_downsample(vs[None], sig10, 2, v.valid[None], channels=i10)[0], size // 2, candidates)
-    v20 = take_patches(mtf_downsample(vs[None], sig20, 4, v.valid[None], channels=i20)[0], size // 4, candidates)
-    v10, v20 = v10.div_(q), v20.div_(q)
+    venus_at_s2_resolution(v, cand, size)
     lap("mtf")
-
-    # --- radiometric fit, both groups in one batched lstsq
-    rc = cfg.radiometry
-    pre = torch.sqrt((patch_rmse(v10, sp10) ** 2 * 4 + patch_rmse(v20, sp20) ** 2 * 4) / 8)
-    fit_keep = pre <= rc.fit_max_rmse
-    if not fit_keep.any():
-        raise PairSkipped(f"{pair.pair_id}: every valid patch has RMSE > {rc.fit_max_rmse} before the fit")
-    gen = pair_generator(cfg.seed, pair.pair_id)
-    a10, b10 = sample_pixels(v10, sp10, fit_keep, rc.n_pixels, gen)
-    a20, b20 = sample_pixels(v20, sp20, fit_keep, rc.n_pixels, gen)
-    try:
-        w = fit_linear(*stack_padded([a10, a20], [b10, b20]), rc)
-    except S2VError as exc:
-        raise PairSkipped(f"{pair.pair_id}: {exc}") from exc
-    w10, w20 = w[0], w[1]
+    gen = pair_generator(cfg.seed, pid)
+    w10, w20, fit_keep, n10, n20 = fit_radiometry(pid, cand, cfg.radiometry, gen)
     lap("fit")
-
-    # --- random selection, then outlier removal on the 10 m group
-    sc = cfg.selection
-    chosen = select_random(torch.arange(candidates.numel(), device=device), sc.max_patches, gen)
-    # the fit is linear and the normalised blur preserves constants: blur(W v) = W blur(v)
-    rmse = patch_rmse(apply_linear(v10[chosen], w10), sp10[chosen])
-    keep = rmse <= sc.outlier_rmse
-    final = chosen[keep]
+    chosen, final = select_patches(pid, cand, w10, cfg.selection, gen)
     lap("select")
-    if final.numel() == 0:
-        raise PairSkipped(f"{pair.pair_id}: every selected patch is an outlier (RMSE > {sc.outlier_rmse})")
-    # the kept patches are valid throughout: their reflectance is values / q
-    fitted10 = apply_linear(take_patches(vs, size, candidates[final], i10), w10, q)
-    fitted20 = apply_linear(take_patches(vs, size, candidates[final], i20), w20, q)
+    vs, q = v.scaled()  # the kept patches are valid throughout: their reflectance is values / q
+    fitted = [apply_linear(take_patches(vs, size, cand.ids[final], [VENUS_BANDS_READ.index(b) for b in g["venus"]]),
+                           w, q) for g, w in ((GROUP_10M, w10), (GROUP_20M, w20))]
     lap("fit")
-    patch_ids = candidates[final].tolist()
-    all_bounds = patch_bounds(grid.left, grid.top, grid.height, grid.width, size)
+    patch_ids = cand.ids[final].tolist()
+    all_bounds = patch_bounds(inputs.grid.left, inputs.grid.top, inputs.grid.height, inputs.grid.width, size)
+    n_valid = int(cand.ids.numel())
     stats = {
-        "patches_total": n_total,
-        "patches_valid": int(candidates.numel()),
-        "dropped_invalid": n_total - int(candidates.numel()),
-        "fit_excluded": int((~fit_keep).sum()),
-        "dropped_selection": int(candidates.numel() - chosen.numel()),
-        "dropped_outlier": int((~keep).sum()),
-        "patches_kept": int(final.numel()),
-        "fit_pixels_10m": int(a10.shape[0]),
-        "fit_pixels_20m": int(a20.shape[0]),
-        "common_grid": [grid.left, grid.top, grid.width, grid.height],
-        "venus_zenith": inputs.venus.metadata.mean_viewing_zenith,
-        "timings": timings,
+        "patches_total": cand.n_total, "patches_valid": n_valid, "dropped_invalid": cand.n_total - n_valid,
+        "fit_excluded": int((~fit_keep).sum()), "dropped_selection": n_valid - int(chosen.numel()),
+        "dropped_outlier": int(chosen.numel() - final.numel()), "patches_kept": int(final.numel()),
+        "fit_pixels_10m": n10, "fit_pixels_20m": n20,
+        "common_grid": [inputs.grid.left, inputs.grid.top, inputs.grid.width, inputs.grid.height],
+        "venus_zenith": inputs.venus.metadata.mean_viewing_zenith, "timings": lap.timings,
     }
-    return PairResult(
-        pair=pair, v05_10=fitted10, s2_10=sp10[final], v05_20=fitted20, s2_20=sp20[final],
-        patch_index=patch_ids, bounds=[all_bounds[i] for i in patch_ids], crs=grid.crs, registration=reg,
-        w_10=w10, w_20=w20, stats=stats,
-    )
+    return PairResult(pair=pair, v05_10=fitted[0], s2_10=cand.s10[final], v05_20=fitted[1], s2_20=cand.s20[final],
+                      patch_index=patch_ids, bounds=[all_bounds[i] for i in patch_ids], crs=inputs.grid.crs,
+                      registration=reg, w_10=w10, w_20=w20, stats=stats)
+
+
+class _Laps:
+    """Per-stage wall times (the device synchronised at each lap, so GPU work is counted where it runs)."""
+
+    def __init__(self, device: torch.device, timings: dict[str, float]) -> None:
+        self.device, self.timings, self.clock = device, timings, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        _sync(self.device)
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self.clock
+        self.clock = now
 
 
 __all__ = ["CommonGrid", "PairResult", "PairSkipped", "PipelineConfig", "process_pair"]

@@ -26,6 +26,7 @@ Matching: mutual nearest neighbours that also pass Lowe's ratio test in both dir
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from dataclasses import dataclass, field
@@ -40,11 +41,20 @@ from .resample import sample_points
 log = logging.getLogger(__name__)
 
 
+class RegistrationMode(enum.StrEnum):
+    """``paper``: plain mean of the SIFT matches within the distance window on every tile (the
+    paper's recipe); ``robust``: trimmed mean of the matches on the most valid tiles, refined by
+    Gauss-Newton over the whole overlap."""
+
+    paper = "paper"
+    robust = "robust"
+
+
 @dataclass
 class RegistrationConfig:
     """Registration settings; the paper's values are the defaults where it gives one."""
 
-    mode: str = "robust"  # "robust" or "paper"
+    mode: RegistrationMode = RegistrationMode.robust
     tile_size: int = 366  # paper: non-overlapping 366x366 tiles at 10 m
     max_distance_m: float = 15.0  # paper: matches further apart are obvious outliers
     #: SIFT keypoints per tile (the paper preset keeps 2000: its plain mean needs every match it can get)
@@ -65,6 +75,13 @@ class RegistrationConfig:
     #: beyond ``max_distance_m`` and only outliers are left. Flags the pair in both modes (our addition;
     #: 0 disables it).
     min_inlier_fraction: float = 0.25
+    #: robust mode: fewer valid sample points than this in the refinement and the match estimate is kept
+    refine_min_points: int = 100
+    #: robust mode: a refined shift further than this from the match estimate (px) means the refinement
+    #: locked onto something else; the match estimate is kept
+    refine_max_jump_px: float = 2.0
+    #: Tukey biweight constant of the refinement's IRLS (4.685: 95 % efficiency on Gaussian residuals)
+    tukey_c: float = 4.685
 
 
 @dataclass
@@ -239,6 +256,7 @@ def _valid_at(valid: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 def refine_translation(
     reference: torch.Tensor, moving: torch.Tensor, ref_valid: torch.Tensor, mov_valid: torch.Tensor,
     shift_px: tuple[float, float], iterations: int = 15, tol_px: float = 1e-3, max_pixels: int = 400_000,
+    min_points: int = 100, tukey_c: float = 4.685,
 ) -> tuple[tuple[float, float], int]:
     """Refine a translation by iteratively reweighted Gauss-Newton (Lucas-Kanade) over the overlap.
 
@@ -271,7 +289,7 @@ def refine_translation(
     for _ in range(iterations):
         value, gx, gy, ok = sample_points(moving, mov_valid, pc + d[0], pr + d[1])
         n_used = int(ok.sum())
-        if n_used < 100:
+        if n_used < min_points:
             break
         A = torch.stack([value[ok], torch.ones(n_used, dtype=torch.float64, device=device), gx[ok], gy[ok]], dim=1)
         y = y_all[ok]
@@ -282,7 +300,7 @@ def refine_translation(
             r = y - A @ theta
             probe = r[:: max(1, r.numel() // 100_000)]
             scale = 1.4826 * (probe - probe.median()).abs().median().clamp_min(1e-9)
-            u = r / (4.685 * scale)
+            u = r / (tukey_c * scale)
             wts = torch.where(u.abs() < 1, (1 - u**2) ** 2, torch.zeros_like(u))
         # reference ~ a*warped + b + a*grad.delta  ->  theta[2:] = a * delta
         delta = theta[2:] / theta[0]
@@ -316,7 +334,7 @@ def register(
         ``min_matches`` matches or when they spread too much: the caller must not use such a shift.
     """
     cfg = config or RegistrationConfig()
-    if cfg.mode not in ("paper", "robust"):
+    if cfg.mode not in tuple(RegistrationMode):
         raise ValueError(f"unknown registration mode {cfg.mode!r} (expected 'paper' or 'robust')")
     check_shape(reference, 2, "reference")
     check_shape(moving, 2, "moving")
@@ -374,10 +392,11 @@ def register(
         return result
     if cfg.mode == "robust" and cfg.refine:
         refined, used = refine_translation(reference, moving, ref_valid, mov_valid, sift_px, cfg.refine_iterations,
-                                           max_pixels=cfg.refine_max_pixels)
+                                           max_pixels=cfg.refine_max_pixels, min_points=cfg.refine_min_points,
+                                           tukey_c=cfg.tukey_c)
         # the refinement starts from the match estimate: a jump larger than the inlier radius means it
         # locked onto something else, keep the match estimate then
-        if math.hypot(refined[0] - sift_px[0], refined[1] - sift_px[1]) <= 2 * cfg.inlier_px and used >= 100:
+        if math.hypot(refined[0] - sift_px[0], refined[1] - sift_px[1]) <= cfg.refine_max_jump_px and used >= cfg.refine_min_points:
             result.shift_px = refined
             result.shift_m = to_m(refined)
             result.mode = "robust+refined"

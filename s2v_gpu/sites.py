@@ -59,3 +59,44 @@ for _line in _TABLE2.strip().splitlines():
 def site_info(name: str) -> Site | None:
     """Table 2 metadata of a SEN2VENuS site, None for another VENuS site."""
     return SEN2VENUS_SITES.get(name)
+
+#: Mean VENuS viewing zenith per site (degrees): the ``zenith_angle`` of CESBIO's sensorsio site table
+#: (theia_venus.gpkg), which the release writes as ``venus_zenith_angle`` in every row of a site, and
+#: the published patch counts (the release's index files; they sum to 132,955).
+PUBLISHED: dict[str, tuple[float, int]] = {
+    "ALSACE": (26.877071, 2654),
+    "ANJI": (19.310494, 2314),
+    "ARM": (15.160683, 15859),
+    "ATTO": (22.048651, 2258),
+    "BAMBENW2": (17.766533, 9018),
+    "BENGA": (32.587334, 5858),
+    "ES-IC3XG": (18.807686, 8823),
+    "ES-LTERA": (31.971764, 1701),
+    "ESGISB-1": (24.561609, 2892),
+    "ESGISB-2": (26.209776, 3067),
+    "ESGISB-3": (23.683871, 6057),
+    "ESTUAMAR": (28.871947, 912),
+    "FGMANAUS": (7.232127, 129),
+    "FR-BIL": (24.802892, 7105),
+    "FR-LAM": (32.054056, 7299),
+    "FR-LQ1": (1.795402, 4888),
+    "JAM2018": (33.718953, 2564),
+    "K34-AMAZ": (24.982675, 1385),
+    "KUDALIAR": (29.180855, 7269),
+    "LERIDA-1": (28.524780, 2281),
+    "MAD-AMBO": (14.788115, 1443),
+    "NARYN": (5.010906, 3814),
+    "SO1": (30.255978, 12018),
+    "SO2": (32.218481, 738),
+    "SUDOUE-2": (31.295256, 9700),
+    "SUDOUE-3": (29.998115, 5363),
+    "SUDOUE-4": (29.516127, 935),
+    "SUDOUE-5": (29.170244, 2176),
+    "SUDOUE-6": (29.192055, 2435),
+}
+
+
+def published_zenith(name: str) -> float | None:
+    """The release's per-site VENuS zenith angle, None for a site outside SEN2VENuS."""
+    entry = PUBLISHED.get(name)
+    return entry[0] if entry else None

@@ -35,7 +35,8 @@ import torch
 from s2v_gpu.bands import GROUP_10M, GROUP_20M
 from s2v_gpu.grids import common_grid
 from s2v_gpu.hostmem import retain_freed_memory
-from s2v_gpu.output import pair_file_names, write_pair
+from s2v_gpu.layout import pair_file_names
+from s2v_gpu.writer import to_int16, write_patches_gpkg, write_tensor
 from s2v_gpu.pairing import find_pairs
 from s2v_gpu.pipeline import VENUS_BANDS_READ, PipelineConfig, process_pair
 from s2v_gpu.products import TheiaProduct, find_products
@@ -149,6 +150,15 @@ def reference_blur_fit(v5: np.ndarray, s10: np.ndarray, sigmas: list[float]) -> 
     return np.linalg.lstsq(a, s10.reshape(s10.shape[0], -1).T, rcond=None)[0]
 
 
+def write_files(folder: Path, result, names: dict[str, str]) -> None:
+    """What the writer does for a pair's files (four int16 tensors, the GeoPackage), without its tables."""
+    for column, tensor in (("tensor_05m_b2b3b4b8", result.v05_10), ("tensor_10m_b2b3b4b8", result.s2_10),
+                           ("tensor_05m_b5b6b7b8a", result.v05_20), ("tensor_20m_b5b6b7b8a", result.s2_20)):
+        write_tensor(folder / names[column], to_int16(tensor))
+    write_patches_gpkg(folder / names["patches_gpkg"], result.bounds, result.patch_index, result.crs,
+                       names["pair_id"])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-px", type=int, default=5560)
@@ -182,7 +192,7 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             result = process_pair(pair, cfg, device)
             t_write = time.perf_counter()
-            write_pair(Path(out), result, pair_file_names("SYNTH-1", pair.tile, pair.date))
+            write_files(Path(out), result, pair_file_names(pair.pair_id))
             end = time.perf_counter()
             stages = dict(result.stats["timings"])
             stages["write"] = end - t_write

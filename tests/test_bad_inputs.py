@@ -18,6 +18,7 @@ from rasterio.crs import CRS
 import s2v_gpu.run as run_mod
 from s2v_gpu.config import ConfigError
 from s2v_gpu.run import execute
+from s2v_gpu.writer import OutputFolderError
 
 from .test_run import TINY, compose_cfg
 
@@ -205,9 +206,9 @@ def test_unexpected_exception_is_recorded_with_traceback(corpus, tmp_path, monke
 def test_disk_full_while_writing_a_tensor(corpus, tmp_path, monkeypatch):
     import errno
 
-    import s2v_gpu.output as output
+    import s2v_gpu.writer as writer
 
-    real = output.torch.save
+    real = writer.torch.save
     calls = {"n": 0}
 
     def full_disk(obj, f):
@@ -217,11 +218,11 @@ def test_disk_full_while_writing_a_tensor(corpus, tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(obj, f)
 
-    monkeypatch.setattr(output.torch, "save", full_disk)
+    monkeypatch.setattr(writer.torch, "save", full_disk)
     summary = _run(corpus, tmp_path)
     _assert_isolated(summary, tmp_path, "failed", "No space left on device")
     # the cause fixed, a rerun completes only what is missing
-    monkeypatch.setattr(output.torch, "save", real)
+    monkeypatch.setattr(writer.torch, "save", real)
     again = _run(corpus, tmp_path)
     assert again["written"] == 1 and {o["status"] for o in again["outcomes"]} >= {"complete", "written"}
 
@@ -230,7 +231,7 @@ def test_output_folder_not_writable(corpus, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
     (locked / "SYNTH-1").write_text("a file where the site folder should be")
-    with pytest.raises(ConfigError, match="cannot write into"):
+    with pytest.raises(OutputFolderError, match="cannot write into"):
         execute(compose_cfg(["data=theia", f"paths.products={corpus}", f"paths.dataset={locked}", *TINY]))
 
 
@@ -249,8 +250,8 @@ def test_rerun_after_the_fix_completes_only_what_is_missing(corpus, tmp_path):
 KILLER = r"""
 import os, signal, sys
 import s2v_gpu.run as run
-import s2v_gpu.output as output
-real_save = output.torch.save
+import s2v_gpu.writer as writer
+real_save = writer.torch.save
 calls = {"n": 0}
 def save(obj, f):
     calls["n"] += 1
@@ -259,7 +260,7 @@ def save(obj, f):
         f.flush()
         os.kill(os.getpid(), signal.SIGKILL)
     return real_save(obj, f)
-output.torch.save = save
+writer.torch.save = save
 sys.argv = ["s2v_gpu.run"] + sys.argv[1:]
 run.main()
 """

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 import s2v_gpu.run as run_mod
 from s2v_gpu.config import ConfigError
-from s2v_gpu.output import INDEX_COLUMNS
+from s2v_gpu.layout import INDEX_COLUMNS
 from s2v_gpu.run import execute
 
 TINY = ["pipeline.patches.size_5m=64", "pipeline.radiometry.min_pixels=200", "progress=false", "report=false"]
@@ -91,15 +91,17 @@ def test_interrupted_run_resumes_to_identical_output(tiny_archive, tmp_path, mon
     calls = {"n": 0}
     real_write = run_mod.write_pair
 
-    def dying_writer(site_dir, result, names):
+    def dying_writer(writer, cfg, pair, result, names, *args):
         calls["n"] += 1
         if calls["n"] == 2:
             # killed in the middle of the second pair: one tensor written, then the process dies
-            from s2v_gpu.output import to_int16, write_tensor
+            from s2v_gpu.writer import to_int16, write_tensor
 
-            write_tensor(site_dir / names["tensor_05m_b2b3b4b8"], to_int16(result.v05_10))
+            writer.manifest["pending"][names["pair_id"]] = [names["tensor_05m_b2b3b4b8"]]
+            writer._save_manifest()
+            write_tensor(writer.site_dir / names["tensor_05m_b2b3b4b8"], to_int16(result.v05_10))
             raise KeyboardInterrupt
-        real_write(site_dir, result, names)
+        real_write(writer, cfg, pair, result, names, *args)
 
     monkeypatch.setattr(run_mod, "write_pair", dying_writer)
     cfg = _cfg(tiny_archive, tmp_path / "run")
@@ -127,7 +129,8 @@ def test_published_layout_names(tiny_archive, tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("pipeline.selection.outlier_rmse=-0.02", "outlier_rmse=-0.02 must be > 0"),
     ("pairing.max_dt_minutes=-1", "max_dt_minutes=-1.0 must be >= 0"),
-    ("pipeline.registration.mode=fancy", "use 'paper' or 'robust'"),
+    ("pipeline.registration.max_distance_m=inf", "max_distance_m=inf: must be a finite number"),
+    ("site=..", "site='..'"),
 ])
 def test_bad_values_are_refused_before_any_work(tiny_archive, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
@@ -168,7 +171,8 @@ def test_cli_wrong_key_and_bad_value_fail_with_a_message(tiny_archive, tmp_path)
 def test_multirun_sweep_writes_each_value_apart(tiny_archive, tmp_path):
     p = _cli(["-m", "data=theia", f"paths.products={tiny_archive.root}", "paths.dataset=ds", *TINY,
               "pipeline.selection.outlier_rmse=0.001,0.003,0.02", "hydra.sweep.dir=sweep"], tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
+    # outlier_rmse=0.001 keeps nothing: the sweep says which job wrote nothing, and exits 1
+    assert p.returncode == 1, p.stderr[-3000:]
     counts = {}
     for value in ("0.001", "0.003", "0.02"):
         # one dataset folder per combination, named by Hydra's override_dirname
@@ -179,3 +183,6 @@ def test_multirun_sweep_writes_each_value_apart(tiny_archive, tmp_path):
     table = pd.read_csv(tmp_path / "sweep" / "sweep_summary.tsv", sep="\t")
     assert len(table) == 3
     assert sorted(table["patches"]) == sorted(counts.values())
+    status = dict(zip(table["overrides"].str.extract(r"outlier_rmse=([0-9.]+)")[0], table["status"]))
+    assert status == {"0.001": "empty", "0.003": "ok", "0.02": "ok"}
+    assert "nothing could be processed" in table.loc[table["status"] == "empty", "reason"].iloc[0]

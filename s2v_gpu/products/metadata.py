@@ -4,8 +4,8 @@ Elements read (paths below ``Muscate_Metadata_Document``):
 
 - ``Product_Characteristics/{PRODUCT_ID, ACQUISITION_DATE, PLATFORM, PRODUCT_VERSION}``
 - ``Dataset_Identification/GEOGRAPHICAL_ZONE`` (attribute ``type``: Tile or Site)
-- ``Radiometric_Informations/REFLECTANCE_QUANTIFICATION_VALUE`` (absent from real distributed S2
-  documents: the sensor default of :data:`s2v_gpu.bands.DEFAULT_QUANTIFICATION` is used then) and
+- ``Radiometric_Informations/REFLECTANCE_QUANTIFICATION_VALUE`` (10000 in the real documents; the
+  sensor default of :data:`s2v_gpu.bands.DEFAULT_QUANTIFICATION` is used only when it is absent) and
   ``Special_Values_List/SPECIAL_VALUE[@name="nodata"]``
 - ``Geometric_Informations/Mean_Value_List/Mean_Viewing_Incidence_Angle_List/*/ZENITH_ANGLE``
   (per band for Sentinel-2, per detector for VENuS; the mean of all entries is reported)
@@ -19,9 +19,9 @@ sensor default applies), except in the image and mask file lists, whose example 
 
 from __future__ import annotations
 
-import gzip
 import math
 import xml.etree.ElementTree as ET
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -99,6 +99,24 @@ def _parse_time(value: str | None) -> datetime | None:
     return None
 
 
+#: The largest metadata document accepted once decompressed (real ones are well under 1 MB).
+MAX_DOCUMENT_BYTES = 32 * 2**20
+
+
+def _gunzip_bounded(data: bytes, source: str) -> bytes:
+    """gunzip, refusing a document that inflates past :data:`MAX_DOCUMENT_BYTES` (a zip bomb)."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(data, MAX_DOCUMENT_BYTES + 1)
+    except zlib.error as exc:
+        raise MetadataError(f"{source}: corrupt gzip-compressed metadata ({exc})") from exc
+    if len(out) > MAX_DOCUMENT_BYTES:
+        raise MetadataError(f"{source}: inflates to more than {MAX_DOCUMENT_BYTES} bytes; refused")
+    if not d.eof:
+        raise MetadataError(f"{source}: corrupt gzip-compressed metadata (truncated)")
+    return out
+
+
 def read_metadata_bytes(data: bytes, source: str) -> ProductMetadata:
     """Parse an MTD_ALL.xml document given as bytes (gzip-compressed documents are accepted).
 
@@ -110,10 +128,7 @@ def read_metadata_bytes(data: bytes, source: str) -> ProductMetadata:
         MetadataError: the document is not XML, not a MUSCATE document, or names no sensor.
     """
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise MetadataError(f"{source}: corrupt gzip-compressed metadata ({exc})") from exc
+        data = _gunzip_bounded(data, source)
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
@@ -208,7 +223,9 @@ def read_metadata(path) -> ProductMetadata:
     """Parse an MTD_ALL.xml file (plain or ``.gz``). Raises :class:`MetadataError` if unreadable."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            data = fh.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as exc:
         raise MetadataError(f"{path}: cannot read metadata ({exc.strerror or exc})") from exc
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise MetadataError(f"{path}: larger than {MAX_DOCUMENT_BYTES} bytes; refused")
     return read_metadata_bytes(data, str(path))

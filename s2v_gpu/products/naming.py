@@ -3,7 +3,8 @@
 ``SENTINEL2A_20170203-071245-541_L2A_T38KPD_D_V1-4`` = platform, acquisition date-time-milliseconds
 (UTC), level, MGRS tile, a letter (C: complete, D: distributed subset), processing version.
 ``VENUS-XS_20180616-105512-000_L2A_ATTO_C_V2-2``: the site is everything between ``L2A_`` and the letter;
-site names hold hyphens (``ES-IC3XG``) and sometimes underscores.
+site names hold hyphens (``ES-IC3XG``) and sometimes underscores; a site made of anything else
+(``..``, a separator, a dot) is not a product name, so a name can never become another path.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ _S2 = re.compile(
 )
 _VENUS = re.compile(
     r"^(?P<platform>VENUS)(?:-XS)?_(?P<date>\d{8})-(?P<time>\d{6})-(?P<ms>\d{3})_L2A_"
-    r"(?P<zone>.+)_(?P<letter>[A-Z])_V(?P<major>\d+)-(?P<minor>\d+)$"
+    r"(?P<zone>[A-Za-z0-9][A-Za-z0-9_-]{0,63})_(?P<letter>[A-Z])_V(?P<major>\d+)-(?P<minor>\d+)$"
 )
 
 

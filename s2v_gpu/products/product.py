@@ -21,6 +21,7 @@ Layout read (MUSCATE format 1.14-1.16, MAJA templates):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,9 @@ from .metadata import ProductMetadata, read_metadata_bytes
 from .naming import ProductName, parse_product_name
 
 log = logging.getLogger(__name__)
+
+#: The largest member (metadata document) read into memory: real MTD_ALL.xml are well under 1 MB.
+MAX_MEMBER_BYTES = 32 * 2**20
 
 #: Files of one window read at a time.
 READ_THREADS = 8
@@ -164,6 +168,9 @@ class TheiaProduct:
         self.quantification = (
             self.metadata.quantification if self.metadata else DEFAULT_QUANTIFICATION[self.name.sensor]
         )
+        if not (math.isfinite(self.quantification) and self.quantification > 0):
+            raise MetadataError(f"{self._display(mtd)}: REFLECTANCE_QUANTIFICATION_VALUE is {self.quantification}; "
+                                "it must be a positive number (reflectance = value / quantification)")
         self.nodata = self.metadata.nodata if self.metadata else DEFAULT_NODATA
 
     # ----------------------------------------------------------------------------------- layout
@@ -214,10 +221,25 @@ class TheiaProduct:
         return f"/vsizip/{self.path.resolve()}/{member}" if self.is_zip else str(self.path / member)
 
     def _read_member(self, member: str) -> bytes:
+        """A small member (metadata) read into memory, refused before inflating when its declared
+        size exceeds :data:`MAX_MEMBER_BYTES` (and never read past the cap if the header lies)."""
+        shown = self._display(member)
         if self.is_zip:
             with zipfile.ZipFile(self.path) as zf:
-                return zf.read(member)
-        return (self.path / member).read_bytes()
+                size = zf.getinfo(member).file_size
+                if size > MAX_MEMBER_BYTES:
+                    raise MetadataError(f"{shown}: inflates to {size} bytes (> {MAX_MEMBER_BYTES}); refused")
+                with zf.open(member) as fh:
+                    data = fh.read(MAX_MEMBER_BYTES + 1)
+        else:
+            path = self.path / member
+            if path.stat().st_size > MAX_MEMBER_BYTES:
+                raise MetadataError(f"{shown}: {path.stat().st_size} bytes (> {MAX_MEMBER_BYTES}); refused")
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_MEMBER_BYTES + 1)
+        if len(data) > MAX_MEMBER_BYTES:
+            raise MetadataError(f"{shown}: larger than {MAX_MEMBER_BYTES} bytes; refused")
+        return data
 
     def band_file(self, band: str, kind: str = "FRE") -> str:
         """GDAL path of a reflectance band; raises :class:`MissingFileError` if absent."""
@@ -240,6 +262,9 @@ class TheiaProduct:
         """Grid of a resolution group, read from the header of its first band."""
         path = self.band_file(self.groups[group][0])
         with _open(path) as src:
+            if src.crs is None or not src.crs.is_projected:
+                raise RasterReadError(f"{path}: CRS {src.crs} is not a projected CRS (geographic degrees or none); "
+                                      "Theia L2A products are in UTM metres")
             return Grid(src.crs, src.transform, src.width, src.height)
 
     # ------------------------------------------------------------------------------------ reading
@@ -300,7 +325,7 @@ class TheiaProduct:
 
         def invalid_of(kind: str, path: str, out: np.ndarray | None) -> np.ndarray:
             fill = {"band": self.nodata, "EDG": 1}.get(kind, 0)  # outside the raster: no-data / out of swath
-            data = _read_checked(path, window, ref, fill=fill, out=out)
+            data = _read_checked(path, window, ref, fill=fill, out=out, band=kind == "band")
             if kind == "band":
                 return data == self.nodata
             if not np.issubdtype(data.dtype, np.integer):  # float-stored flags, rounded on reading
@@ -354,10 +379,15 @@ def _bits(flags: np.ndarray, positions: list[int]) -> np.generic:
     return np.array(sum(1 << p for p in positions if p < width), dtype=np.uint64).astype(flags.dtype)[()]
 
 
-def _read_checked(path: str, window, ref: Grid, fill: int, out: np.ndarray | None = None) -> np.ndarray:
+def _read_checked(path: str, window, ref: Grid, fill: int, out: np.ndarray | None = None,
+                  band: bool = False) -> np.ndarray:
     """Read band 1 of ``path`` over ``window`` after checking its grid matches ``ref``; integer rasters
-    of ``out``'s type are read into ``out`` (then returned), others are converted into it."""
+    of ``out``'s type are read into ``out`` (then returned), others are converted into it. ``band``:
+    a reflectance band, whose type must hold digital numbers (reflectance x quantification)."""
     with _open(path) as src:
+        if band and np.dtype(src.dtypes[0]).itemsize < 2:
+            raise RasterReadError(f"{path}: a {src.dtypes[0]} reflectance band cannot hold reflectance x 10000 "
+                                  "(Theia bands are int16); refusing to read it")
         if src.crs != ref.crs:
             raise RasterReadError(f"{path}: CRS {src.crs} differs from the product's {ref.crs}")
         if (src.width, src.height) != (ref.width, ref.height) or not src.transform.almost_equals(ref.transform):
@@ -379,11 +409,22 @@ def _read_checked(path: str, window, ref: Grid, fill: int, out: np.ndarray | Non
             raise RasterReadError(f"{path}: cannot read pixels ({exc})") from exc
     if np.issubdtype(data.dtype, np.floating):
         # Some re-encoded products store the integer values as float32: bring them back to integers.
+        if band:
+            _refuse_unit_reflectance(path, data, fill)
         data = np.rint(np.where(np.isfinite(data), data, fill))
     if out is not None and not direct:
         out[...] = data
         return out
     return data
+
+
+def _refuse_unit_reflectance(path: str, data: np.ndarray, nodata: float) -> None:
+    """A float band holding reflectance in 0..1 instead of digital numbers would be read 10000x too
+    dark without any error: refuse it (a real window of digital numbers is never all within +-2)."""
+    values = data[np.isfinite(data) & (data != nodata)]
+    if values.size >= 100 and float(np.abs(values).max()) <= 2.0:
+        raise RasterReadError(f"{path}: float values within [-2, 2]: reflectance in 0..1, not the digital numbers "
+                              "(reflectance x quantification) of a Theia band; refusing to read it")
 
 
 __all__ = ["BandStack", "Grid", "MaskConfig", "TheiaProduct", "ProductNameError"]

@@ -1,0 +1,91 @@
+"""Building the quality report of a dataset folder: metrics, figures, page, JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from ..dataset import read_index
+from ..layout import DETAILS_FILE, INDEX_FILE, read_table
+from . import figures as F
+from .metrics import ReportConfig, select_patches, site_metrics
+from .page import render
+
+log = logging.getLogger("s2v_gpu.report")
+
+
+def _tables(entries) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The index rows and the details rows of the sites (details carry their pair's ``vns_site``)."""
+    folders = sorted({e.folder for e in entries})
+    index = pd.concat([pd.read_csv(f / INDEX_FILE, sep="\t") for f in folders])
+    details = [pd.DataFrame(read_table(f / DETAILS_FILE, ["pair_id"])) for f in folders if (f / DETAILS_FILE).exists()]
+    details = pd.concat(details) if details else pd.DataFrame()
+    if len(details) and "venus_product_id" in details:
+        details = details.merge(index[["venus_product_id", "vns_site"]], on="venus_product_id", how="left")
+        for c in ("dt_minutes", "shift_dx_m", "shift_dy_m", "shift_spread_m"):
+            details[c] = details[c].astype(float)
+        for c in ("n_matches", "dropped_invalid", "fit_excluded", "dropped_selection", "dropped_outlier",
+                  "patches_kept"):
+            details[c] = details[c].astype(int)
+    else:
+        details = pd.DataFrame()
+    return index, details
+
+
+def _flags(mdf: pd.DataFrame, details: pd.DataFrame, cfg: ReportConfig) -> tuple[list[str], list[str]]:
+    flags = [f"{r.site} {r.band}: MAE {r.mae:.4f} > {cfg.max_mae}" for r in mdf.itertuples() if r.mae > cfg.max_mae]
+    flags += [f"{r.site} {r.band}: RMSE {r.rmse:.4f} > {cfg.max_rmse}" for r in mdf.itertuples()
+              if r.rmse > cfg.max_rmse]
+    weak = [f"{r.pair_id}: {r.n_matches} matches, spread {r.shift_spread_m:.2f} m" for r in details.itertuples()
+            if r.n_matches < cfg.weak_min_matches or r.shift_spread_m > cfg.weak_max_spread_m] if len(details) else []
+    return flags, weak
+
+
+def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str | Path | None = None) -> dict:
+    """Compute the metrics, draw the figures, write the HTML page. Returns the report as a dict."""
+    cfg = cfg or ReportConfig()
+    dataset = Path(dataset)
+    out = Path(out) if out else dataset / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    entries = read_index(dataset)
+    if not entries:
+        raise FileNotFoundError(f"{dataset}: no index.csv with any pair")
+    sites = sorted({e.site for e in entries})
+    index, details = _tables(entries)
+    metrics, selections = {}, {}
+    for site in sites:
+        sel = select_patches([e for e in entries if e.site == site], cfg)
+        selections[site] = [(e.pair_id, j) for e, j in sel]
+        metrics[site] = site_metrics(sel)
+    mdf = pd.DataFrame([{"site": s, "band": b, **m} for s, bands in metrics.items() for b, m in bands.items()])
+    mdf.to_csv(out / "metrics.tsv", sep="\t", index=False)
+    flags, weak = _flags(mdf, details, cfg)
+    drawn = {
+        "pairs_per_site": ("Pairs per site (paper Fig. 5)", lambda: F.pairs_per_site(index, sites)),
+        "dates_per_site": ("Acquisition dates per site (paper Fig. 6)", lambda: F.dates_per_site(index, sites)),
+        "time_deltas": ("Time deltas (paper Fig. 7)", lambda: F.time_deltas(details, sites)),
+        "patches_per_site": ("Patches per site (paper Fig. 8)", lambda: F.patches_per_site(index, sites)),
+        "patches_per_pair": ("Patches per pair (paper Fig. 9)", lambda: F.patches_per_pair(index, sites)),
+        "mae": ("MAE per band and site (paper Fig. 10)", lambda: F.metric_table(mdf, "mae")),
+        "rmse": ("RMSE per band and site (paper Fig. 11)", lambda: F.metric_table(mdf, "rmse")),
+        "shifts_and_drops": ("Registration shifts and patches dropped by each rule",
+                             (lambda: F.shifts_and_drops(details)) if len(details) else None),
+        "sample_patches": ("Sample patches (paper Fig. 12)", lambda: F.sample_patches(entries, cfg)),
+    }
+    figures = {}
+    for name, (title, draw) in drawn.items():
+        if draw is not None:
+            fig = draw()
+            fig.tight_layout()
+            fig.savefig(out / f"{name}.png", dpi=90)
+            figures[name] = title
+    report = {"sites": sites, "metrics": metrics, "flags": flags, "weak_registrations": weak,
+              "selection": selections, "figures": list(figures)}
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.html").write_text(render(report, figures, mdf, index, details))
+    log.info("quality report written to %s (%d flags, %d weak registrations)", out / "report.html", len(flags),
+             len(weak))
+    return report

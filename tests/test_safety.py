@@ -1,0 +1,284 @@
+"""Nothing lost, nothing touched that is not ours: names that never become paths, files the run did
+not make left alone, unique pair ids, one writer per folder, bounded decompression, validated
+tables, messages that name the real fault. Each case on files built in ``tmp_path``."""
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import torch
+from rasterio.crs import CRS
+
+from s2v_gpu.errors import MetadataError, ProductNameError
+from s2v_gpu.layout import UnsafeNameError, check_file_name, check_name, parse_pair_id, published_prefix
+from s2v_gpu.products.metadata import MAX_DOCUMENT_BYTES, read_metadata_bytes
+from s2v_gpu.products.naming import parse_product_name
+from s2v_gpu.writer import FolderLock, OutputFolderError, site_folder
+
+from .test_bad_inputs import VICTIM, _assert_isolated, _run, _victim, _zip, corpus  # noqa: F401
+from .test_run import TINY
+
+
+def _clone(product, new_name):
+    """A copy of a product folder under another product name (its files renamed to match)."""
+    dst = product.with_name(new_name)
+    shutil.copytree(product, dst)
+    for f in sorted(dst.rglob("*"), reverse=True):
+        if f.is_file() and product.name in f.name:
+            f.rename(f.with_name(f.name.replace(product.name, new_name)))
+    return dst
+
+
+def _cli(args, cwd):
+    return subprocess.run([sys.executable, "-m", "s2v_gpu.run", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _tree(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------ names and paths
+@pytest.mark.parametrize("name", ["VENUS-XS_20180602-105512-000_L2A_.._C_V2-2",
+                                  "VENUS-XS_20180602-105512-000_L2A_.hidden_C_V2-2",
+                                  "VENUS-XS_20180602-105512-000_L2A_a.b_C_V2-2",
+                                  "VENUS-XS_20180602-105512-000_L2A_a b_C_V2-2"])
+def test_hostile_site_names_are_not_product_names(name):
+    with pytest.raises(ProductNameError):
+        parse_product_name(name)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "../x", "x\\y", ".hidden", "é", "a" * 65])
+def test_unsafe_names_are_refused(name, tmp_path):
+    with pytest.raises(UnsafeNameError):
+        check_name(name, "site")
+    with pytest.raises(OutputFolderError):
+        site_folder(tmp_path / "ds", name)
+    assert not (tmp_path / "ds").exists() or not any((tmp_path / "ds").iterdir())
+
+
+@pytest.mark.parametrize("name", ["../x_31TCJ_2018-06-02_patches.gpkg", "/etc/passwd", "a_31TCJ_2018-06-02.pt",
+                                  "SYNTH-1_31TCJ_2018-06-02_05m_b2b3b4b8.pt/../../x.pt"])
+def test_index_file_names_must_be_layout_names(name):
+    with pytest.raises(UnsafeNameError):
+        check_file_name(name, "tensor")
+
+
+def test_hostile_product_writes_nothing_outside_the_dataset(corpus, tmp_path):
+    venus = _victim(corpus, "VENUS")
+    _clone(venus, venus.name.replace("_SYNTH-1_", "_.._"))
+    mine = tmp_path / "my_thesis.pt"
+    mine.write_bytes(b"precious")
+    before = {p for p in tmp_path.iterdir()}
+    summary = _run(corpus, tmp_path)
+    assert any("_L2A_.._C_" in r for r in summary["rejected_names"])
+    assert summary["written"] == 3
+    assert {p for p in tmp_path.iterdir()} == before | {tmp_path / "ds"}
+    assert mine.read_bytes() == b"precious"
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["SYNTH-1"]
+
+
+def test_symlinked_site_folder_is_refused(corpus, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "SYNTH-1").symlink_to(elsewhere)
+    with pytest.raises(OutputFolderError, match="symbolic link"):
+        _run(corpus, tmp_path)
+    assert not any(elsewhere.iterdir())
+
+
+# ------------------------------------------------------------------------------------- ownership
+def test_files_the_run_did_not_make_are_never_deleted_nor_overwritten(corpus, tmp_path):
+    site = tmp_path / "ds" / "SYNTH-1"
+    site.mkdir(parents=True)
+    theirs = {"notes.pt": b"user tensor", "aoi.gpkg": b"user gpkg", ".tmp-123-x.pt": b"user temp",
+              "SYNTH-1_31TCJ_2018-06-12_05m_b2b3b4b8.pt": b"a file with our name, not ours"}
+    for name, data in theirs.items():
+        (site / name).write_bytes(data)
+    summary = _run(corpus, tmp_path)
+    _assert_isolated_keep = {o["pair_id"]: o for o in summary["outcomes"]}
+    victim = _assert_isolated_keep[f"SYNTH-1_31TCJ_{VICTIM}"]
+    assert victim["status"] == "failed" and "refusing to overwrite" in victim["reason"]
+    assert "SYNTH-1_31TCJ_2018-06-12_05m_b2b3b4b8.pt" in victim["reason"]
+    for name, data in theirs.items():
+        assert (site / name).read_bytes() == data, name
+    assert summary["written"] == 2
+    again = _run(corpus, tmp_path)  # a rerun (resume) deletes none of them either
+    assert again["written"] == 0
+    for name, data in theirs.items():
+        assert (site / name).read_bytes() == data, name
+
+
+def test_foreign_tables_without_a_manifest_are_refused(corpus, tmp_path):
+    site = tmp_path / "ds" / "SYNTH-1"
+    site.mkdir(parents=True)
+    (site / "index.csv").write_text("my own index\n")
+    with pytest.raises(OutputFolderError, match="no manifest.json"):
+        _run(corpus, tmp_path)
+    assert (site / "index.csv").read_text() == "my own index\n"
+
+
+# -------------------------------------------------------------------------------- unique pair ids
+def test_two_venus_acquisitions_on_one_day_get_distinct_ids(corpus, tmp_path):
+    venus = _victim(corpus, "VENUS")
+    later = venus.name.replace(venus.name[18:24], f"{int(venus.name[18:24]) + 500:06d}")  # 5 min later
+    _clone(venus, later)
+    summary = _run(corpus, tmp_path)
+    site = tmp_path / "ds" / "SYNTH-1"
+    index = pd.read_csv(site / "index.csv", sep="\t", dtype=str)
+    assert summary["written"] == 4 and len(index) == 4
+    same_day = index[index["date"] == VICTIM]
+    assert sorted(same_day["venus_product_id"]) == sorted([venus.name, later])
+    ids = [n[: -len("_patches.gpkg")] for n in same_day["patches_gpkg"]]
+    assert ids == [f"SYNTH-1_31TCJ_{VICTIM}", f"SYNTH-1_31TCJ_{VICTIM}-{later[18:24]}"]
+    assert parse_pair_id(ids[1])["time"] == later[18:24]
+    files = [f for c in index.columns if c.startswith(("tensor_", "patches")) for f in index[c]]
+    assert len(files) == len(set(files))  # no two rows share a file
+    for _, row in index.iterrows():
+        assert torch.load(site / row["tensor_10m_b2b3b4b8"]).shape[0] == int(row["nb_patches"])
+
+
+# ------------------------------------------------------------------------------ one writer only
+def test_a_second_run_on_a_folder_being_written_is_refused(corpus, tmp_path):
+    site = tmp_path / "ds" / "SYNTH-1"
+    site.mkdir(parents=True)
+    lock = FolderLock(site)
+    lock.acquire()
+    try:
+        with pytest.raises(OutputFolderError, match=f"pid {os.getpid()}"):
+            _run(corpus, tmp_path)
+        p = _cli(["data=theia", f"paths.products={corpus}", f"paths.dataset={tmp_path / 'ds'}", *TINY], tmp_path)
+        assert p.returncode == 2, p.stderr[-2000:]
+        assert "being written by another run" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    finally:
+        lock.release()
+    assert _run(corpus, tmp_path)["written"] == 3  # released: no stale lock
+
+
+# ------------------------------------------------------------------------- bounded decompression
+def test_metadata_zip_bomb_is_refused_before_inflating(corpus, tmp_path):
+    z = _zip(_victim(corpus, "VENUS"))
+    tmp = z.with_suffix(".part")
+    bomb = b"<a>" + b" " * (MAX_DOCUMENT_BYTES + 10) + b"</a>"
+    with zipfile.ZipFile(z) as zin, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = bomb if item.filename.endswith("_MTD_ALL.xml") else zin.read(item)
+            zout.writestr(item.filename, data)
+    os.replace(tmp, z)
+    with zipfile.ZipFile(z) as zf:  # a small member that inflates past the cap
+        info = next(i for i in zf.infolist() if i.filename.endswith("_MTD_ALL.xml"))
+        assert info.compress_size < 2**20 < MAX_DOCUMENT_BYTES < info.file_size
+    _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_MTD_ALL.xml", "refused")
+
+
+def test_gzip_metadata_bomb_is_refused():
+    with pytest.raises(MetadataError, match="inflates to more than"):
+        read_metadata_bytes(gzip.compress(b" " * (MAX_DOCUMENT_BYTES + 10)), "bomb.xml.gz")
+
+
+# ---------------------------------------------------------------------------- validated tables
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda t: t.replace("SYNTH-1_31TCJ_2018-06-02_05m_b2b3b4b8.pt", "../../outside_05m_b2b3b4b8.pt"),
+     "not a file name of the layout"),
+    (lambda t: t.replace("\t", ","), "not a tab-separated table"),
+    (None, "binary content"),
+])
+def test_damaged_index_is_refused_not_half_trusted(corpus, tmp_path, damage, fragment):
+    _run(corpus, tmp_path)
+    index = tmp_path / "ds" / "SYNTH-1" / "index.csv"
+    if damage is None:
+        index.write_bytes(b"\x00\x01\x02" * 100)
+    else:
+        index.write_text(damage(index.read_text()))
+    p = _cli(["data=theia", f"paths.products={corpus}", f"paths.dataset={tmp_path / 'ds'}", *TINY], tmp_path)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert fragment in p.stderr and "index.csv" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_index_row_whose_files_vanished_is_redone(corpus, tmp_path):
+    first = _run(corpus, tmp_path)
+    site = tmp_path / "ds" / "SYNTH-1"
+    reference = (site / f"SYNTH-1_31TCJ_{VICTIM}_20m_b5b6b7b8a.pt").read_bytes()
+    (site / f"SYNTH-1_31TCJ_{VICTIM}_20m_b5b6b7b8a.pt").unlink()
+    again = _run(corpus, tmp_path)
+    assert again["written"] == 1 and again["pairs_in_dataset"] == first["pairs_in_dataset"]
+    assert (site / f"SYNTH-1_31TCJ_{VICTIM}_20m_b5b6b7b8a.pt").read_bytes() == reference
+
+
+# ------------------------------------------------------------------------ messages that name faults
+def _rewrite_band(path, data, dtype):
+    with rasterio.open(path) as src:
+        profile = src.profile
+    profile.update(dtype=dtype, nodata=None)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data.astype(dtype)[None])
+
+
+def test_uint8_band_is_refused(corpus, tmp_path):
+    s2 = _victim(corpus, "SENTINEL2")
+    band = s2 / f"{s2.name}_FRE_B4.tif"
+    with rasterio.open(band) as src:
+        data = src.read(1)
+    _rewrite_band(band, np.clip(data // 40, 0, 255), "uint8")
+    _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_FRE_B4.tif", "uint8")
+
+
+def test_float_band_holding_unit_reflectance_is_refused(corpus, tmp_path):
+    s2 = _victim(corpus, "SENTINEL2")
+    band = s2 / f"{s2.name}_FRE_B4.tif"
+    with rasterio.open(band) as src:
+        data = src.read(1)
+    _rewrite_band(band, data / 10000.0, "float32")
+    _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_FRE_B4.tif", "reflectance in 0..1")
+
+
+def test_zero_quantification_is_named(corpus, tmp_path):
+    venus = _victim(corpus, "VENUS")
+    mtd = venus / f"{venus.name}_MTD_ALL.xml"
+    text = mtd.read_text()
+    assert "REFLECTANCE_QUANTIFICATION_VALUE" in text
+    import re
+
+    mtd.write_text(re.sub(r"(<REFLECTANCE_QUANTIFICATION_VALUE>)[^<]*", r"\g<1>0", text))
+    _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_MTD_ALL.xml", "REFLECTANCE_QUANTIFICATION_VALUE")
+
+
+def test_geographic_product_is_named(corpus, tmp_path):
+    s2 = _victim(corpus, "SENTINEL2")
+    for f in s2.rglob("*.tif"):
+        with rasterio.open(f, "r+") as dst:
+            dst.crs = CRS.from_epsg(4326)
+            dst.transform = rasterio.Affine(0.0001, 0, 1.0, 0, -0.0001, 43.0)
+    _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "not a projected CRS")
+
+
+def test_geopackage_write_failure_names_the_file(corpus, tmp_path, monkeypatch):
+    import s2v_gpu.writer as writer
+
+    real = writer.fiona.open
+    calls = {"n": 0}
+
+    def failing(path, mode="r", **kw):
+        calls["n"] += 1
+        if mode == "w" and calls["n"] == 2:
+            raise RuntimeError("no such table: patches")
+        return real(path, mode, **kw)
+
+    monkeypatch.setattr(writer.fiona, "open", failing)
+    _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_patches.gpkg", "cannot write")
+
+
+def test_published_prefix_rule():
+    assert published_prefix("VENUS-XS_20180616-105512-000_L2A_NARYN_C_V2-2") == "NARYN_C_"
+    assert published_prefix("VENUS-XS_20180616-105512-000_L2A_ALSACE_C_V2-2") == "ALSACE_C"
+    assert published_prefix("VENUS-XS_20180616-105512-000_L2A_BAMBENW2_C_V2-2") == "BAMBENW2"
+    assert published_prefix("VENUS-XS_20180616-105512-000_L2A_SUDOUE-2_C_V2-2") == "SUDOUE-2"
+    assert published_prefix("VENUS-XS_20180616-105512-000_L2A_SO1_C_V2-2") == "SO1_C_V2"
