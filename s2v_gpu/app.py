@@ -61,11 +61,11 @@ def hydra_app(config_name: str, schema: type, job: Callable[[Any], int], refusal
 
     @hydra.main(version_base="1.3", config_path="pkg://s2v_gpu.conf", config_name=config_name)
     def task(dcfg) -> None:
-        bad = unknown_keys(dcfg, schema)
-        if bad:
-            raise ConfigError(f"unknown key {bad[0]}")
         single = HydraConfig.get().mode != RunMode.MULTIRUN
         try:
+            bad = unknown_keys(dcfg, schema)
+            if bad:
+                raise ConfigError(f"unknown key {bad[0]}")
             code = job(OmegaConf.to_object(dcfg))
             if single:
                 status["code"] = code

@@ -44,14 +44,6 @@ DEFAULT_QUANTIFICATION = {"SENTINEL2": 10000.0, "VENUS": 1000.0}
 DEFAULT_NODATA = -10000.0
 
 
-def s2_group_of(band: str) -> str:
-    """Resolution group (``R1`` or ``R2``) of a Sentinel-2 band; raises ``KeyError`` if unknown."""
-    for group, bands in S2_GROUPS.items():
-        if band in bands:
-            return group
-    raise KeyError(f"unknown Sentinel-2 band {band!r}")
-
-
 def mtf_sigma_m(mtf: float, resolution_m: float) -> float:
     """Standard deviation in metres of the Gaussian PSF whose MTF at Nyquist is ``mtf``.
 

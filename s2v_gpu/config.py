@@ -13,7 +13,6 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from .errors import S2VError
 from .layout import Layout, UnsafeNameError, check_name
@@ -28,7 +27,7 @@ class ConfigError(S2VError, ValueError):
 @dataclass
 class PathsConfig:
     #: Folder searched recursively for Theia products (folders and zips); None: the synthetic demo.
-    products: Optional[str] = None
+    products: str | None = None
     #: Output folder: one sub-folder per site.
     dataset: str = "dataset"
     #: Where the synthetic demo archive is written (once) when ``products`` is None.
@@ -70,7 +69,7 @@ class DeviceConfig:
 @dataclass
 class RunConfig:
     #: VENuS site to process; None: the only site among the products.
-    site: Optional[str] = None
+    site: str | None = None
     #: set by the data group (conf/data/*.yaml): demo, tiny or theia
     data: DataSource = DataSource.demo
     #: Output naming: "clean" (the paper's names) or "published" (the quirks of the Zenodo release:
@@ -129,7 +128,8 @@ def _ranges(cfg: RunConfig) -> list[tuple[bool, str]]:
         (r.refine_min_points >= 10, f"pipeline.registration.refine_min_points={r.refine_min_points} must be >= 10"),
         (r.refine_max_jump_px > 0, f"pipeline.registration.refine_max_jump_px={r.refine_max_jump_px} must be > 0"),
         (r.tukey_c > 0, f"pipeline.registration.tukey_c={r.tukey_c} must be > 0"),
-        (0 <= p.read_margin_extra_px <= 16, f"pipeline.read_margin_extra_px={p.read_margin_extra_px} must be in [0, 16]"),
+        (0 <= p.read_margin_extra_px <= 16,
+         f"pipeline.read_margin_extra_px={p.read_margin_extra_px} must be in [0, 16]"),
         (p.patches.size_5m >= 16 and p.patches.size_5m % 4 == 0,
          f"pipeline.patches.size_5m={p.patches.size_5m} must be a multiple of 4, >= 16"),
         (p.radiometry.fit_max_rmse > 0, f"pipeline.radiometry.fit_max_rmse={p.radiometry.fit_max_rmse} must be > 0"),

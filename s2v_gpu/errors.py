@@ -32,9 +32,6 @@ class ShapeError(S2VError, ValueError):
     """A tensor given to a pipeline stage does not have the documented shape."""
 
 
-class RegistrationError(S2VError, RuntimeError):
-    """Registration could not estimate a trustworthy shift (too few matches, too spread)."""
-
 
 def check_shape(tensor, ndim: int, name: str, channels: int | None = None) -> None:
     """Raise :class:`ShapeError` unless ``tensor`` has ``ndim`` dims (and ``channels`` at dim -3)."""

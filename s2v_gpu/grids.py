@@ -3,8 +3,9 @@
 The common grid is the intersection of the two footprints, shrunk to whole 20 m cells of the VENuS
 grid: its origin is a VENuS pixel corner and its size a multiple of 4 VENuS pixels, so one 10 m pixel
 is exactly 2x2 VENuS pixels and one 20 m pixel 4x4. When Sentinel-2 is in another CRS (neighbouring
-UTM zone) or its grid is not aligned with these cells, it is resampled onto them (bicubic
-``grid_sample`` on the device; validity with nearest), reading only the source window needed.
+UTM zone) or its grid is not aligned with these cells, it is resampled onto them on the device
+(:func:`~s2v_gpu.resample.sample_at`: the separable cubic at exactly mapped positions, a sample valid
+when every tap it uses is), reading only the source window needed.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class CommonGrid:
     def at(self, res: float) -> Grid:
         """The grid at ``res`` metres (5, 10 or 20) covering the same footprint."""
         factor = int(round(res / 5.0))
-        return Grid(self.crs, Affine(res, 0.0, self.left, 0.0, -res, self.top), self.width // factor, self.height // factor)
+        return Grid(self.crs, Affine(res, 0.0, self.left, 0.0, -res, self.top), self.width // factor,
+                    self.height // factor)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:

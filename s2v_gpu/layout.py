@@ -56,7 +56,7 @@ _SUFFIXES = ("_05m_b2b3b4b8.pt", "_10m_b2b3b4b8.pt", "_05m_b5b6b7b8a.pt", "_20m_
              "_05m_b4b5b6b8a.pt", "_20m_b4b5b6b8a.pt", "_patches.gpkg")
 
 
-class Layout(str, enum.Enum):
+class Layout(enum.StrEnum):
     """``clean``: the paper's names. ``published``: the Zenodo release's quirks (an 8-character site
     prefix, red-edge files named ``b4b5b6b8a``, a ``LICENCE`` per site, the per-site zenith angle)."""
 

@@ -4,7 +4,8 @@ Each band is blurred with the Gaussian whose MTF at the Sentinel-2 band's Nyquis
 that band's MTF (sigma = res / pi * sqrt(-2 ln MTF), CESBIO's sensorsio formula, res being the
 Sentinel-2 band's resolution) and decimated. The decimated samples sit at the centre of each
 factor x factor block of 5 m pixels: the kernel has even length and is evaluated at half-integer
-offsets, so no half-pixel shift is introduced (see DOMAIN.md, "half-pixel trap").
+offsets, so no half-pixel shift is introduced (the "half-pixel trap" of a symmetric odd kernel
+followed by ``[::2]`` would put the samples 0.25 px off; a test checks the centring).
 """
 
 from __future__ import annotations
@@ -74,43 +75,53 @@ def mtf_downsample(
         ``[i * factor, (i + 1) * factor)``. Outputs with no valid input under the kernel are 0.
     """
     check_shape(image, 4, "image")
-    b, _, h, w = image.shape
+    _, _, h, w = image.shape
     channels = list(range(image.shape[1])) if channels is None else list(channels)
-    c = len(channels)
-    if len(sigmas_px) != c:
-        raise ValueError(f"{len(sigmas_px)} sigmas given for {c} channels")
+    if len(sigmas_px) != len(channels):
+        raise ValueError(f"{len(sigmas_px)} sigmas given for {len(channels)} channels")
     if h % factor or w % factor:
         raise ValueError(f"image size {h}x{w} is not a multiple of the factor {factor}")
     dtype = image.dtype if image.is_floating_point() else torch.float32  # integer DN: blurred as float32
-    kernels = [centred_gaussian_kernel(s, factor, device=image.device, dtype=dtype) for s in sigmas_px]
+    taps, pad, extra = _taps(sigmas_px, factor, image.device, dtype)
+    if valid is None:
+        c, size = taps.shape
+        x = F.pad(image[:, channels].to(dtype), (pad, pad + extra, 0, 0), mode="reflect")
+        x = F.conv2d(x, taps.view(c, 1, 1, size), stride=(1, factor), groups=c)
+        x = F.pad(x, (0, 0, pad, pad + extra), mode="reflect")
+        return F.conv2d(x, taps.view(c, 1, size, 1), stride=(factor, 1), groups=c)
+    return _masked_blur(image, channels, valid[:, None] if valid.dim() == 3 else valid, taps, factor, pad, extra)
+
+
+def _taps(sigmas_px: list[float], factor: int, device, dtype) -> tuple[torch.Tensor, int, int]:
+    """``(C, size)`` kernels padded to one length, the left pad and the extra right column."""
+    kernels = [centred_gaussian_kernel(s, factor, device=device, dtype=dtype) for s in sigmas_px]
     size = max(k.numel() for k in kernels)
     # pad every kernel to the same length (zeros at both ends keep it centred: lengths are all even
     # or all odd for one factor)
     taps = torch.stack([F.pad(k, ((size - k.numel()) // 2, (size - k.numel()) // 2)) for k in kernels])
     # a block starting at input i*factor has its centre at i*factor + (factor-1)/2; tap j multiplies
     # input i*factor + (factor-1)/2 + t_j, so the left pad is (size - factor) / 2
-    pad = (size - factor) // 2
-    extra = (size - factor) % 2
+    return taps, (size - factor) // 2, (size - factor) % 2
 
-    if valid is None:
-        x = F.pad(image[:, channels].to(dtype), (pad, pad + extra, 0, 0), mode="reflect")
-        x = F.conv2d(x, taps.view(c, 1, 1, size), stride=(1, factor), groups=c)
-        x = F.pad(x, (0, 0, pad, pad + extra), mode="reflect")
-        return F.conv2d(x, taps.view(c, 1, size, 1), stride=(factor, 1), groups=c)
 
-    if valid.dim() == 3:
-        valid = valid[:, None]
+def _masked_blur(image: torch.Tensor, channels: list[int], valid: torch.Tensor, taps: torch.Tensor, factor: int,
+                 pad: int, extra: int) -> torch.Tensor:
+    """``blur(x * valid) / blur(valid)`` by horizontal strips of output rows, image and mask in one
+    depthwise convolution (``channels_last``)."""
+    b, _, h, w = image.shape
+    c, size = taps.shape
+    dtype, device = taps.dtype, image.device
     both = torch.cat([taps, taps])
     w_h, w_v = both.view(2 * c, 1, 1, size), both.view(2 * c, 1, size, 1)
     h_out = h // factor
-    out = torch.empty((b, c, h_out, w // factor), device=image.device, dtype=dtype)
-    zero = torch.zeros((), dtype=dtype, device=image.device)
-    # horizontal strips of output rows, each with the input rows its kernels reach (zeros past the
-    # image, i.e. invalid); the strip buffer is reused, so memory stays bounded on any site size
-    step = max(1, STRIP_ROWS.get(image.device.type, STRIP_ROWS["cpu"]) // factor)
-    rows_in = step * factor + 2 * pad + extra
+    out = torch.empty((b, c, h_out, w // factor), device=device, dtype=dtype)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    # each strip holds the input rows its kernels reach (zeros past the image, i.e. invalid); the
+    # strip buffer is reused, so memory stays bounded on any site size
+    step = max(1, STRIP_ROWS.get(device.type, STRIP_ROWS["cpu"]) // factor)
     # channels 0..C-1: the masked image; C..2C-1: the mask, blurred with each channel's kernel
-    z = torch.empty((b, 2 * c, rows_in, w), device=image.device, dtype=dtype, memory_format=torch.channels_last)
+    z = torch.empty((b, 2 * c, step * factor + 2 * pad + extra, w), device=device, dtype=dtype,
+                    memory_format=torch.channels_last)
     for o0 in range(0, h_out, step):
         o1 = min(h_out, o0 + step)
         r0, r1 = o0 * factor - pad, o1 * factor + pad + extra

@@ -57,7 +57,8 @@ def patch_grid_shape(height_5m: int, width_5m: int, size_5m: int) -> tuple[int, 
     return height_5m // size_5m, width_5m // size_5m
 
 
-def valid_triplets(valid_5m: torch.Tensor, valid_10m: torch.Tensor, valid_20m: torch.Tensor, size_5m: int) -> torch.Tensor:
+def valid_triplets(valid_5m: torch.Tensor, valid_10m: torch.Tensor, valid_20m: torch.Tensor,
+                   size_5m: int) -> torch.Tensor:
     """Which triplets hold only valid pixels.
 
     Args:
@@ -79,7 +80,8 @@ def valid_triplets(valid_5m: torch.Tensor, valid_10m: torch.Tensor, valid_20m: t
     return ok
 
 
-def patch_bounds(left: float, top: float, height_5m: int, width_5m: int, size_5m: int) -> list[tuple[float, float, float, float]]:
+def patch_bounds(left: float, top: float, height_5m: int, width_5m: int,
+                 size_5m: int) -> list[tuple[float, float, float, float]]:
     """(left, bottom, right, top) of every patch, in patch order, in the common grid's CRS."""
     nh, nw = patch_grid_shape(height_5m, width_5m, size_5m)
     side = size_5m * 5.0

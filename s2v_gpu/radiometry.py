@@ -34,7 +34,8 @@ def patch_rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).flatten(1).mean(1).sqrt()
 
 
-def sample_pixels(v: torch.Tensor, s: torch.Tensor, keep: torch.Tensor, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_pixels(v: torch.Tensor, s: torch.Tensor, keep: torch.Tensor,
+                  n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """n random pixels (without replacement) of the kept patches.
 
     Args:

@@ -347,65 +347,66 @@ def register(
     robust = cfg.mode == "robust"
     p_ref, p_mov = match_keypoints(reference, moving, ref_valid, mov_valid, cfg, mask_before_detection=robust,
                                    max_tiles=cfg.max_tiles if robust and cfg.refine else 0)
-    n_candidates = int(p_ref.shape[0])
     keep = _valid_at(ref_valid, p_ref) & _valid_at(mov_valid, p_mov)
-    disp = (p_mov - p_ref)[keep]  # pixels, (x right, y down)
+    result = estimate_from_matches((p_mov - p_ref)[keep], int(p_ref.shape[0]), int(keep.sum()), pixel_size, cfg)
+    if result.ok and robust and cfg.refine:
+        _refine(result, reference, moving, ref_valid, mov_valid, pixel_size, cfg)
+    return result
+
+
+def _to_m(v, pixel_size: float) -> tuple[float, float]:
+    """Pixels (x right, y down) -> metres (x east, y north)."""
+    return (float(v[0]) * pixel_size, -float(v[1]) * pixel_size)
+
+
+def estimate_from_matches(disp: torch.Tensor, n_candidates: int, n_valid: int, pixel_size: float,
+                          cfg: RegistrationConfig) -> RegistrationResult:
+    """The shift from the displacements ``(N, 2)`` (pixels, x right, y down) of the matches on valid
+    pixels: the plain mean within ``max_distance_m`` (paper) or the mean of those within
+    ``inlier_px`` of their median (robust), with the checks that refuse a weak registration."""
     disp = disp[disp.norm(dim=1) * pixel_size <= cfg.max_distance_m]
-    n = int(disp.shape[0])
-
-    def to_m(v) -> tuple[float, float]:
-        return (float(v[0]) * pixel_size, -float(v[1]) * pixel_size)
-
-    if n == 0:
+    if disp.shape[0] == 0:
         nan = (math.nan, math.nan)
         return RegistrationResult(nan, nan, 0, n_candidates, nan, math.nan, cfg.mode, False,
                                   f"too few matches: none within {cfg.max_distance_m} m ({n_candidates} candidates)")
     # lower median through a sort: torch.median with indices has no deterministic CUDA kernel
     median = disp.sort(dim=0).values[(disp.shape[0] - 1) // 2]
     spread = float(1.4826 * (disp - median).norm(dim=1).median()) * pixel_size
-
     inliers = disp[(disp - median).norm(dim=1) <= cfg.inlier_px]
-    inlier_fraction = inliers.shape[0] / max(1, int(keep.sum()))
+    inlier_fraction = inliers.shape[0] / max(1, n_valid)
     if cfg.mode == "paper":
-        est = disp.mean(dim=0)
-        mode = "paper"
-        n_used = n
+        est, n_used = disp.mean(dim=0), int(disp.shape[0])
     else:
-        est = inliers.mean(dim=0) if inliers.shape[0] else median
-        n_used = int(inliers.shape[0])
-        mode = "robust"
-    sift_px = (float(est[0]), float(est[1]))
-    result = RegistrationResult(to_m(est), sift_px, n_used, n_candidates, to_m(median), spread, mode,
-                                sift_shift_m=to_m(est), extra={"inlier_fraction": inlier_fraction})
+        est, n_used = (inliers.mean(dim=0) if inliers.shape[0] else median), int(inliers.shape[0])
+    result = RegistrationResult(_to_m(est, pixel_size), (float(est[0]), float(est[1])), n_used, n_candidates,
+                                _to_m(median, pixel_size), spread, str(cfg.mode), sift_shift_m=_to_m(est, pixel_size),
+                                extra={"inlier_fraction": inlier_fraction})
     if n_used < cfg.min_matches:
-        result.ok = False
         result.reason = f"too few matches: {n_used} < {cfg.min_matches} ({n_candidates} candidates)"
-        return result
-    if spread > cfg.max_spread_m:
-        result.ok = False
+    elif spread > cfg.max_spread_m:
         result.reason = f"matches too spread: {spread:.1f} m > {cfg.max_spread_m} m"
-        return result
-    if inlier_fraction < cfg.min_inlier_fraction:
-        result.ok = False
+    elif inlier_fraction < cfg.min_inlier_fraction:
         result.reason = (f"matches disagree: {inlier_fraction:.0%} within {cfg.inlier_px} px of their median "
                          f"(< {cfg.min_inlier_fraction:.0%}); the shift may exceed {cfg.max_distance_m} m")
-        return result
-    if cfg.mode == "robust" and cfg.refine:
-        refined, used = refine_translation(reference, moving, ref_valid, mov_valid, sift_px, cfg.refine_iterations,
-                                           max_pixels=cfg.refine_max_pixels, min_points=cfg.refine_min_points,
-                                           tukey_c=cfg.tukey_c)
-        # the refinement starts from the match estimate: a jump larger than the inlier radius means it
-        # locked onto something else, keep the match estimate then
-        if math.hypot(refined[0] - sift_px[0], refined[1] - sift_px[1]) <= cfg.refine_max_jump_px and used >= cfg.refine_min_points:
-            result.shift_px = refined
-            result.shift_m = to_m(refined)
-            result.mode = "robust+refined"
-            result.refine_pixels = used
-            if math.hypot(*result.shift_m) > cfg.max_distance_m:
-                result.ok = False
-                result.reason = (f"refined shift {math.hypot(*result.shift_m):.1f} m exceeds "
-                                 f"max_distance_m {cfg.max_distance_m} m")
-        else:
-            log.warning("refinement moved %.2f px from the match estimate; kept the match estimate",
-                        math.hypot(refined[0] - sift_px[0], refined[1] - sift_px[1]))
+    result.ok = not result.reason
     return result
+
+
+def _refine(result: RegistrationResult, reference, moving, ref_valid, mov_valid, pixel_size: float,
+            cfg: RegistrationConfig) -> None:
+    """Gauss-Newton refinement from the match estimate, kept unless it jumps (then it locked onto
+    something else); a refined shift beyond ``max_distance_m`` refuses the pair."""
+    start = result.shift_px
+    refined, used = refine_translation(reference, moving, ref_valid, mov_valid, start, cfg.refine_iterations,
+                                       max_pixels=cfg.refine_max_pixels, min_points=cfg.refine_min_points,
+                                       tukey_c=cfg.tukey_c)
+    jump = math.hypot(refined[0] - start[0], refined[1] - start[1])
+    if jump > cfg.refine_max_jump_px or used < cfg.refine_min_points:
+        log.warning("refinement moved %.2f px from the match estimate; kept the match estimate", jump)
+        return
+    result.shift_px, result.shift_m = refined, _to_m(refined, pixel_size)
+    result.mode, result.refine_pixels = "robust+refined", used
+    if math.hypot(*result.shift_m) > cfg.max_distance_m:
+        result.ok = False
+        result.reason = (f"refined shift {math.hypot(*result.shift_m):.1f} m exceeds max_distance_m "
+                         f"{cfg.max_distance_m} m")

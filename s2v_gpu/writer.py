@@ -38,9 +38,23 @@ import torch
 from fiona.crs import CRS as FionaCRS
 
 from .errors import S2VError
-from .layout import (DETAIL_COLUMNS, DETAILS_FILE, INDEX_COLUMNS, INDEX_FILE, LICENCE_FILE, LOCK_FILE,
-                     MANIFEST_FILE, SCALE, SUMMARY_FILE, Layout, TableError, UnsafeNameError, check_name,
-                     pair_id_of_row, read_index_rows, read_table)
+from .layout import (
+    DETAIL_COLUMNS,
+    DETAILS_FILE,
+    INDEX_COLUMNS,
+    INDEX_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    SCALE,
+    SUMMARY_FILE,
+    Layout,
+    TableError,
+    UnsafeNameError,
+    check_name,
+    pair_id_of_row,
+    read_index_rows,
+    read_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -312,9 +326,10 @@ class SiteWriter:
                     "choose a new paths.dataset")
 
     def _mismatch_message(self, m: dict) -> str:
-        old, new = _flatten({"layout": m.get("layout"), **(m.get("method") or {})}), \
-            _flatten({"layout": self.layout.value, **self.method})
-        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        old = _flatten({"layout": m.get("layout"), **(m.get("method") or {})})
+        new = _flatten({"layout": self.layout.value, **self.method})
+        diff = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)]
         return (f"{self.site_dir} was made with another configuration (hash {m.get('config_hash')}, now "
                 f"{self.config_hash}; {'; '.join(diff[:6]) or 'same keys, other software'}): resuming would mix them. "
                 "Use a new paths.dataset, or overwrite=true to rebuild this site folder")
@@ -449,7 +464,8 @@ def pair_rows(cfg, pair, result, names: dict[str, str], seconds: float, device, 
     r, s = result.registration, result.stats
     details = {
         "pair_id": names["pair_id"], "venus_product_id": pair.venus_name.name,
-        "dt_minutes": f"{pair.dt_minutes:.2f}", "shift_dx_m": f"{r.shift_m[0]:.3f}", "shift_dy_m": f"{r.shift_m[1]:.3f}",
+        "dt_minutes": f"{pair.dt_minutes:.2f}",
+        "shift_dx_m": f"{r.shift_m[0]:.3f}", "shift_dy_m": f"{r.shift_m[1]:.3f}",
         "registration_mode": r.mode, "n_matches": r.n_matches, "shift_spread_m": f"{r.spread_m:.3f}",
         "median_dx_m": f"{r.median_m[0]:.3f}", "median_dy_m": f"{r.median_m[1]:.3f}",
         **{k: s[k] for k in ("patches_total", "dropped_invalid", "fit_excluded", "dropped_selection",
@@ -468,8 +484,10 @@ def write_pair(writer: SiteWriter, cfg, pair, result, names: dict[str, str], sec
     index_row, details = pair_rows(cfg, pair, result, names, seconds, device, software_line(writer.provenance),
                                    writer.config_hash)
     # converted one at a time, as they are written (bounded host memory)
-    tensors = {"tensor_05m_b2b3b4b8": lambda: to_int16(result.v05_10), "tensor_10m_b2b3b4b8": lambda: to_int16(result.s2_10),
-               "tensor_05m_b5b6b7b8a": lambda: to_int16(result.v05_20), "tensor_20m_b5b6b7b8a": lambda: to_int16(result.s2_20)}
+    tensors = {"tensor_05m_b2b3b4b8": lambda: to_int16(result.v05_10),
+               "tensor_10m_b2b3b4b8": lambda: to_int16(result.s2_10),
+               "tensor_05m_b5b6b7b8a": lambda: to_int16(result.v05_20),
+               "tensor_20m_b5b6b7b8a": lambda: to_int16(result.s2_20)}
     writer.write_pair(names, tensors, lambda path: write_patches_gpkg(path, result.bounds, result.patch_index,
                                                                       result.crs, names["pair_id"]),
                       index_row, details)

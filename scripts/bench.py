@@ -20,6 +20,7 @@ then the ratios pipeline / I/O floor and reference / ours, and peak memory (host
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import resource
@@ -36,13 +37,13 @@ from s2v_gpu.bands import GROUP_10M, GROUP_20M
 from s2v_gpu.grids import common_grid
 from s2v_gpu.hostmem import retain_freed_memory
 from s2v_gpu.layout import pair_file_names
-from s2v_gpu.writer import to_int16, write_patches_gpkg, write_tensor
 from s2v_gpu.pairing import find_pairs
 from s2v_gpu.pipeline import VENUS_BANDS_READ, PipelineConfig, process_pair
 from s2v_gpu.products import TheiaProduct, find_products
 from s2v_gpu.products.product import READ_THREADS
 from s2v_gpu.resample import downsample_bicubic_x2
 from s2v_gpu.synthetic import TRUTH_FILE, SyntheticConfig, SyntheticDate, generate
+from s2v_gpu.writer import to_int16, write_patches_gpkg, write_tensor
 
 SHIFT_M = [4.3, -6.1]
 
@@ -159,6 +160,27 @@ def write_files(folder: Path, result, names: dict[str, str]) -> None:
                        names["pair_id"])
 
 
+#: The smallest site the benchmark measures: one registration tile (366 px at 10 m) and 256 px patches.
+MIN_SIZE_PX = 1024
+
+
+def check_arguments(args) -> str | None:
+    """What makes the run impossible, found before measuring anything (None: all is well)."""
+    if args.size_px < MIN_SIZE_PX:
+        return f"--size-px {args.size_px}: at least {MIN_SIZE_PX} (one registration tile and one patch)"
+    if args.repeats < 1:
+        return f"--repeats {args.repeats}: at least 1"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        return f"--device {args.device}: no CUDA device here"
+    if not args.no_reference:
+        missing = [name for name, module in (("opencv-python-headless", "cv2"), ("scipy", "scipy"))
+                   if importlib.util.find_spec(module) is None]
+        if missing:
+            return (f"the reference needs {' and '.join(missing)}: pip install -e '.[bench]' "
+                    "(or pass --no-reference to measure the pipeline alone)")
+    return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-px", type=int, default=5560)
@@ -171,6 +193,10 @@ def main(argv=None) -> int:
                         help="let glibc return freed host memory to the system (the run app keeps it: "
                              "device.retain_host_memory)")
     args = parser.parse_args(argv)
+    problem = check_arguments(args)
+    if problem:  # before any work: nothing measured is lost to a late failure
+        print(f"scripts/bench.py: {problem}", file=sys.stderr)
+        return 2
     retained = False if args.release_host_memory else retain_freed_memory()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
@@ -221,7 +247,8 @@ def main(argv=None) -> int:
     peak_host_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_device_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     results = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"cpu ({torch.get_num_threads()} threads)"),
         "size_px": args.size_px, "repeats": args.repeats, "retain_host_memory": retained,
         "io_floor_s": io_s, "io_floor_parallel_s": io_par_s, "pipeline_s": pipeline_s, "stages": stages,
         "registration_s": stages["register"], "reference_registration_s": ref_reg_s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,11 @@ def tiny_archive(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_zip_archive(tmp_path_factory):
     return generate(preset("tiny", zip=True), tmp_path_factory.mktemp("tinyzip"))
+
+
+@pytest.fixture
+def corpus(tiny_archive, tmp_path):
+    """A private copy of the tiny archive (folders) that a test may damage."""
+    root = tmp_path / "products"
+    shutil.copytree(tiny_archive.root, root)
+    return root

@@ -16,7 +16,6 @@ import rasterio
 from rasterio.crs import CRS
 
 import s2v_gpu.run as run_mod
-from s2v_gpu.config import ConfigError
 from s2v_gpu.run import execute
 from s2v_gpu.writer import OutputFolderError
 
@@ -26,12 +25,6 @@ HEALTHY = {"2018-06-02", "2018-06-22"}
 VICTIM = "2018-06-12"
 
 
-@pytest.fixture
-def corpus(tiny_archive, tmp_path):
-    """A private copy of the tiny archive (folders) that a test may damage."""
-    root = tmp_path / "products"
-    shutil.copytree(tiny_archive.root, root)
-    return root
 
 
 def _victim(root, sensor):

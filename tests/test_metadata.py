@@ -2,7 +2,7 @@
 
 import gzip
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,13 +12,13 @@ from s2v_gpu.products import read_metadata, read_metadata_bytes
 # (file, tile, acquisition, mean viewing zenith over the 13 bands, CloudPercent), read off the documents
 REAL_MTD = [
     ("SENTINEL2A_20170203-071245-541_L2A_T38KPD_C_V1-0_MTD_ALL.xml.gz", "T38KPD",
-     datetime(2017, 2, 3, 7, 12, 45, 541000, tzinfo=timezone.utc), 6.488, 24.0),
+     datetime(2017, 2, 3, 7, 12, 45, 541000, tzinfo=UTC), 6.488, 24.0),
     ("SENTINEL2A_20170213-071209-461_L2A_T38KPE_C_V1-0_MTD_ALL.xml.gz", "T38KPE",
-     datetime(2017, 2, 13, 7, 12, 9, 461000, tzinfo=timezone.utc), 4.842, 79.0),
+     datetime(2017, 2, 13, 7, 12, 9, 461000, tzinfo=UTC), 4.842, 79.0),
     ("SENTINEL2A_20170223-071209-459_L2A_T38KPD_C_V1-0_MTD_ALL.xml.gz", "T38KPD",
-     datetime(2017, 2, 23, 7, 12, 9, 459000, tzinfo=timezone.utc), 6.500, 30.0),
+     datetime(2017, 2, 23, 7, 12, 9, 459000, tzinfo=UTC), 6.500, 30.0),
     ("SENTINEL2A_20170223-071209-459_L2A_T38KPE_C_V1-0_MTD_ALL.xml.gz", "T38KPE",
-     datetime(2017, 2, 23, 7, 12, 9, 459000, tzinfo=timezone.utc), 4.836, 31.0),
+     datetime(2017, 2, 23, 7, 12, 9, 459000, tzinfo=UTC), 4.836, 31.0),
 ]
 
 

@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -27,14 +27,14 @@ def test_parse_names(name, sensor, platform, zone, letter, version):
 
 def test_acquisition_time_to_the_millisecond():
     p = parse_product_name("SENTINEL2A_20170203-071245-541_L2A_T38KPD_D_V1-4")
-    assert p.acquired == datetime(2017, 2, 3, 7, 12, 45, 541000, tzinfo=timezone.utc)
+    assert p.acquired == datetime(2017, 2, 3, 7, 12, 45, 541000, tzinfo=UTC)
     assert p.tile == "T38KPD"
     assert p.version_str == "V1-4"
 
 
 def test_venus_has_no_tile():
     with pytest.raises(AttributeError, match="site"):
-        parse_product_name("VENUS-XS_20180616-105512-000_L2A_ATTO_C_V2-2").tile
+        _ = parse_product_name("VENUS-XS_20180616-105512-000_L2A_ATTO_C_V2-2").tile
 
 
 @pytest.mark.parametrize(

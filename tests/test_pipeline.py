@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from s2v_gpu.mtf import band_sigmas_px, mtf_downsample
 from s2v_gpu.pairing import find_pairs
 from s2v_gpu.patches import PatchConfig
 from s2v_gpu.pipeline import VENUS_BANDS_READ, PairSkipped, PipelineConfig, process_pair
@@ -28,6 +29,12 @@ def archive(tmp_path_factory):
     ]
     cfg = SyntheticConfig(size_px=768, s2_margin_m=200.0, dates=dates, noise_std=0.0001, seed=5, keep_arrays=True)
     return generate(cfg, tmp_path_factory.mktemp("pipeline"))
+
+
+def _grid_patches(result, cfg) -> int:
+    """Patches in the common grid, from its size recorded in the stats (W x H in 5 m pixels)."""
+    _, _, width, height = result.stats["common_grid"]
+    return (width // cfg.patches.size_5m) * (height // cfg.patches.size_5m)
 
 
 def _cfg(**kw) -> PipelineConfig:
@@ -122,9 +129,15 @@ def test_kept_triplets_match_an_independent_count(archive, k):
     assert result.stats["patches_valid"] == len(expected) > 0
     assert set(result.patch_index) <= set(expected)
     s = result.stats
-    assert s["patches_total"] == s["dropped_invalid"] + s["patches_valid"]
-    assert s["patches_valid"] == s["dropped_selection"] + s["dropped_outlier"] + s["patches_kept"]
+    # the counts of each rule, computed independently: the grid size, the cap on the draw, and the
+    # outlier rule re-applied to what was kept (every kept patch passes it)
+    assert s["patches_total"] == (pair_grid := _grid_patches(result, cfg)) and pair_grid > 0
+    assert s["dropped_selection"] == max(0, len(expected) - cfg.selection.max_patches)
     n = s["patches_kept"]
+    assert n + s["dropped_outlier"] == min(len(expected), cfg.selection.max_patches)
+    low = mtf_downsample(result.v05_10.double(), band_sigmas_px(("B2", "B3", "B4", "B8"), 10.0), 2)
+    rmse = (low - result.s2_10.double()).pow(2).mean(dim=(1, 2, 3)).sqrt()
+    assert (rmse <= cfg.selection.outlier_rmse + 1e-4).all(), rmse.max()
     assert result.v05_10.shape == (n, 4, PATCH, PATCH) and result.s2_10.shape == (n, 4, PATCH // 2, PATCH // 2)
     assert result.v05_20.shape == (n, 4, PATCH, PATCH) and result.s2_20.shape == (n, 4, PATCH // 4, PATCH // 4)
     # valid pixels only: no no-data and no cloud brightness

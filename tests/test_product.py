@@ -291,7 +291,7 @@ def test_real_tiny_products(real_data):
     assert len(found) == 4
     assert {n.zone for _, n in found} == {"38KPD", "38KPE"}
     assert all(n.letter == "D" and n.version == (1, 4) for _, n in found)
-    for path, name in found:
+    for path, _name in found:
         # no MTD_ALL.xml, no R2 masks, no MG2: tolerant reading
         product = TheiaProduct(path, require_metadata=False)
         assert product.metadata is None and product.quantification == 10000.0

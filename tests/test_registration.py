@@ -41,10 +41,12 @@ def test_robust_mode_recovers_the_injected_shift(shifted_archive, k, device):
     assert r.ok, r.reason
     assert r.mode == "robust+refined"
     err = math.hypot(r.shift_m[0] - date["shift_m"][0], r.shift_m[1] - date["shift_m"][1])
-    assert err < 1.0, f"shift {r.shift_m} vs truth {date['shift_m']}: {err:.2f} m"
+    assert err < 0.5, f"shift {r.shift_m} vs truth {date['shift_m']}: {err:.2f} m"  # README: 0.05-0.44 m
     # pixel and metre conventions agree (x east = +col, y north = -row)
     assert r.shift_px[0] * 10 == pytest.approx(r.shift_m[0]) and -r.shift_px[1] * 10 == pytest.approx(r.shift_m[1])
-    assert r.n_matches >= 20 and r.spread_m >= 0
+    # the matches themselves agree with the truth (their median within 1 px), not only the refinement
+    assert math.hypot(r.median_m[0] - date["shift_m"][0], r.median_m[1] - date["shift_m"][1]) < 10.0
+    assert r.n_matches >= 20 and 0 < r.spread_m < 10.0
 
 
 def test_robust_beats_paper_mode_on_average(shifted_archive):
@@ -124,7 +126,9 @@ def test_real_pair_matches_arosics(real_data, centre, arosics):
     r = register(ref / 10000, tgt / 10000, ref > 0, tgt > 0, pixel_size=10.0, config=cfg)
     assert r.ok, r.reason
     expected = (-arosics[0], -arosics[1])
-    assert abs(r.shift_m[0] - expected[0]) < 3.0 and abs(r.shift_m[1] - expected[1]) < 3.0  # 0.3 px at 10 m
+    # the README claims 0.10 px and 0.06 px from AROSICS' published shift (AROSICS itself is ~0.18 px
+    # accurate on such pairs): held to 0.11 px per axis
+    assert abs(r.shift_m[0] - expected[0]) < 1.1 and abs(r.shift_m[1] - expected[1]) < 1.1
     # with the paper's 15 m window every true match is dropped: the pair is flagged, not averaged
     flagged = register(ref / 10000, tgt / 10000, ref > 0, tgt > 0, pixel_size=10.0)
     assert not flagged.ok and "15.0 m" in flagged.reason

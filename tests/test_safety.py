@@ -22,7 +22,7 @@ from s2v_gpu.products.metadata import MAX_DOCUMENT_BYTES, read_metadata_bytes
 from s2v_gpu.products.naming import parse_product_name
 from s2v_gpu.writer import FolderLock, OutputFolderError, site_folder
 
-from .test_bad_inputs import VICTIM, _assert_isolated, _run, _victim, _zip, corpus  # noqa: F401
+from .test_bad_inputs import VICTIM, _assert_isolated, _run, _victim, _zip
 from .test_run import TINY
 
 

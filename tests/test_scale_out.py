@@ -55,7 +55,8 @@ def test_launcher_presets_compose():
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="s2v_gpu.conf", version_base="1.3"):
-        for name, target in (("slurm_gpu", "SlurmLauncher"), ("local", "LocalLauncher"), ("multi_gpu", "JoblibLauncher")):
+        launchers = (("slurm_gpu", "SlurmLauncher"), ("local", "LocalLauncher"), ("multi_gpu", "JoblibLauncher"))
+        for name, target in launchers:
             cfg = compose("config", overrides=[f"hydra/launcher={name}"], return_hydra_config=True)
             assert cfg.hydra.launcher._target_.endswith(target)
         assert cfg.hydra.launcher.n_jobs == 4

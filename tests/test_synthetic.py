@@ -1,8 +1,8 @@
 """The synthetic products carry the ground truth they claim."""
 
 import pytest
-import torch.nn.functional as F
 import torch
+import torch.nn.functional as F
 
 from s2v_gpu.products import TheiaProduct, find_products
 from s2v_gpu.synthetic import SyntheticConfig, SyntheticDate, generate

@@ -23,7 +23,7 @@ import math
 import xml.etree.ElementTree as ET
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..bands import DEFAULT_NODATA, DEFAULT_QUANTIFICATION
 from ..errors import MetadataError
@@ -93,7 +93,7 @@ def _parse_time(value: str | None) -> datetime | None:
     value = value.rstrip("Z")
     for fmt in ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"):
         try:
-            return datetime.strptime(value, fmt).replace(tzinfo=timezone.utc)
+            return datetime.strptime(value, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
     return None
@@ -140,63 +140,15 @@ def read_metadata_bytes(data: bytes, source: str) -> ProductMetadata:
     if pc is None:
         raise MetadataError(f"{source}: no <Product_Characteristics> element")
     platform = _text(pc.find("PLATFORM"))
-    project = _text(root.find("Dataset_Identification/PROJECT"))
-    hint = (platform or project or "").upper()
-    if hint.startswith("SENTINEL"):
-        sensor = "SENTINEL2"
-    elif hint.startswith("VENUS"):
-        sensor = "VENUS"
-    else:
-        raise MetadataError(f"{source}: unknown platform {platform!r} (expected SENTINEL2x or VENUS)")
-
+    sensor = _sensor(platform, _text(root.find("Dataset_Identification/PROJECT")), source)
     zone_elem = root.find("Dataset_Identification/GEOGRAPHICAL_ZONE")
-    rad = root.find("Radiometric_Informations")
-    quant_elem = rad.find("REFLECTANCE_QUANTIFICATION_VALUE") if rad is not None else None
-    quant_value = _text(quant_elem)
-    quantification = _float(quant_elem, DEFAULT_QUANTIFICATION[sensor])
-    nodata = DEFAULT_NODATA
-    if rad is not None:
-        for sv in rad.iter("SPECIAL_VALUE"):
-            if sv.get("name") == "nodata":
-                nodata = _float(sv, DEFAULT_NODATA)
-
-    zeniths = [
-        _float(e, math.nan)
-        for e in root.findall(
-            "Geometric_Informations/Mean_Value_List/Mean_Viewing_Incidence_Angle_List/"
-            "Mean_Viewing_Incidence_Angle/ZENITH_ANGLE"
-        )
-    ]
+    quantification, from_document, nodata = _radiometry(root.find("Radiometric_Informations"), sensor)
+    zeniths = [_float(e, math.nan) for e in root.findall(
+        "Geometric_Informations/Mean_Value_List/Mean_Viewing_Incidence_Angle_List/"
+        "Mean_Viewing_Incidence_Angle/ZENITH_ANGLE")]
     zeniths = [z for z in zeniths if not math.isnan(z)]
-    cloud = math.nan
-    for qi in root.iter("QUALITY_INDEX"):
-        if qi.get("name") == "CloudPercent":
-            cloud = _float(qi, math.nan)
-            break
-
-    images: dict[str, dict[str, str]] = {}
-    for image in root.findall("Product_Organisation/Muscate_Product/Image_List/Image"):
-        nature = _text(image.find("Image_Properties/NATURE")) or ""
-        files = {}
-        for f in image.findall("Image_File_List/IMAGE_FILE"):
-            key = f.get("band_id") or f.get("group_id") or ""
-            if _text(f, keep_placeholder=True):
-                files[key] = _text(f, keep_placeholder=True)
-        images[nature] = files
-    masks = []
-    for mask in root.findall("Product_Organisation/Muscate_Product/Mask_List/Mask"):
-        nature = _text(mask.find("Mask_Properties/NATURE")) or ""
-        for f in mask.findall("Mask_File_List/MASK_FILE"):
-            bit = f.get("bit_number")
-            masks.append(
-                MaskEntry(
-                    nature=nature,
-                    path=_text(f, keep_placeholder=True) or "",
-                    group=f.get("group_id"),
-                    band=f.get("band_id"),
-                    bit=int(bit) if bit and bit.isdigit() else None,
-                )
-            )
+    cloud = next((_float(qi, math.nan) for qi in root.iter("QUALITY_INDEX") if qi.get("name") == "CloudPercent"),
+                 math.nan)
     epsg_text = _text(root.find("Geoposition_Informations/Coordinate_Reference_System/"
                                 "Horizontal_Coordinate_System/HORIZONTAL_CS_CODE"))
     return ProductMetadata(
@@ -209,14 +161,59 @@ def read_metadata_bytes(data: bytes, source: str) -> ProductMetadata:
         zone_type=zone_elem.get("type") if zone_elem is not None else None,
         version=_text(pc.find("PRODUCT_VERSION")),
         quantification=quantification,
-        quantification_from_document=quant_value is not None,
+        quantification_from_document=from_document,
         nodata=nodata,
         mean_viewing_zenith=sum(zeniths) / len(zeniths) if zeniths else math.nan,
         cloud_percent=cloud,
         epsg=int(epsg_text) if epsg_text and epsg_text.isdigit() else None,
-        images=images,
-        masks=masks,
+        images=_images(root),
+        masks=_masks(root),
     )
+
+
+def _sensor(platform: str | None, project: str | None, source: str) -> str:
+    hint = (platform or project or "").upper()
+    if hint.startswith("SENTINEL"):
+        return "SENTINEL2"
+    if hint.startswith("VENUS"):
+        return "VENUS"
+    raise MetadataError(f"{source}: unknown platform {platform!r} (expected SENTINEL2x or VENUS)")
+
+
+def _radiometry(rad: ET.Element | None, sensor: str) -> tuple[float, bool, float]:
+    """(quantification, whether the document gives it, no-data value)."""
+    quant_elem = rad.find("REFLECTANCE_QUANTIFICATION_VALUE") if rad is not None else None
+    quantification = _float(quant_elem, DEFAULT_QUANTIFICATION[sensor])
+    nodata = DEFAULT_NODATA
+    if rad is not None:
+        for sv in rad.iter("SPECIAL_VALUE"):
+            if sv.get("name") == "nodata":
+                nodata = _float(sv, DEFAULT_NODATA)
+    return quantification, _text(quant_elem) is not None, nodata
+
+
+def _images(root: ET.Element) -> dict[str, dict[str, str]]:
+    images: dict[str, dict[str, str]] = {}
+    for image in root.findall("Product_Organisation/Muscate_Product/Image_List/Image"):
+        nature = _text(image.find("Image_Properties/NATURE")) or ""
+        files = {}
+        for f in image.findall("Image_File_List/IMAGE_FILE"):
+            key = f.get("band_id") or f.get("group_id") or ""
+            if _text(f, keep_placeholder=True):
+                files[key] = _text(f, keep_placeholder=True)
+        images[nature] = files
+    return images
+
+
+def _masks(root: ET.Element) -> list[MaskEntry]:
+    masks = []
+    for mask in root.findall("Product_Organisation/Muscate_Product/Mask_List/Mask"):
+        nature = _text(mask.find("Mask_Properties/NATURE")) or ""
+        for f in mask.findall("Mask_File_List/MASK_FILE"):
+            bit = f.get("bit_number")
+            masks.append(MaskEntry(nature=nature, path=_text(f, keep_placeholder=True) or "", group=f.get("group_id"),
+                                   band=f.get("band_id"), bit=int(bit) if bit and bit.isdigit() else None))
+    return masks
 
 
 def read_metadata(path) -> ProductMetadata:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import PurePath
 
 from ..errors import ProductNameError
@@ -79,7 +79,7 @@ def parse_product_name(path: str | PurePath) -> ProductName:
             continue
         try:
             acquired = datetime.strptime(m["date"] + m["time"], "%Y%m%d%H%M%S").replace(
-                microsecond=int(m["ms"]) * 1000, tzinfo=timezone.utc
+                microsecond=int(m["ms"]) * 1000, tzinfo=UTC
             )
         except ValueError as exc:
             raise ProductNameError(f"{path}: bad acquisition date/time in product name ({exc})") from exc

@@ -36,8 +36,7 @@ import torch
 from affine import Affine
 from rasterio.crs import CRS
 
-from ..bands import (DEFAULT_NODATA, DEFAULT_QUANTIFICATION, S2_GROUPS, S2_RESOLUTION, VENUS_GROUPS,
-                     VENUS_RESOLUTION)
+from ..bands import DEFAULT_NODATA, DEFAULT_QUANTIFICATION, S2_GROUPS, VENUS_GROUPS
 from ..errors import MetadataError, MissingFileError, ProductNameError, RasterReadError
 from .metadata import ProductMetadata, read_metadata_bytes
 from .naming import ProductName, parse_product_name
@@ -191,9 +190,6 @@ class TheiaProduct:
                 return group
         raise KeyError(f"{self.path}: {band!r} is not a {self.sensor} band")
 
-    def resolution(self, group: str) -> float:
-        return (S2_RESOLUTION if self.sensor == "SENTINEL2" else VENUS_RESOLUTION)[group]
-
     def _index_members(self) -> dict[str, str]:
         """Basename -> member path (relative path in the folder, or name inside the zip)."""
         members: dict[str, str] = {}
@@ -268,6 +264,34 @@ class TheiaProduct:
             return Grid(src.crs, src.transform, src.width, src.height)
 
     # ------------------------------------------------------------------------------------ reading
+    def _mask_paths(self, group: str, masks: MaskConfig) -> dict[str, str]:
+        """GDAL paths of the masks the configuration uses (a missing one: an error, or skipped when
+        ``allow_missing``)."""
+        wanted = [k for k, on in (("EDG", masks.use_edg), ("CLM", masks.use_clm), ("SAT", masks.use_sat),
+                                  ("MG2", bool(masks.mg2_invalid_bits))) if on]
+        paths = {}
+        for k in wanted:
+            try:
+                paths[k] = self.mask_file(k, group)
+            except MissingFileError:
+                if not masks.allow_missing:
+                    raise
+                log.warning("%s: no %s_%s mask, ignored (allow_missing)", self.path, k, group)
+        return paths
+
+    def _invalid_of(self, kind: str, path: str, out: np.ndarray | None, window, ref: Grid,
+                    bits: dict[str, list[int]]) -> np.ndarray:
+        """Read one file of a window (a band into ``out``) and return its "invalid" flags ``(H, W)``."""
+        fill = {"band": self.nodata, "EDG": 1}.get(kind, 0)  # outside the raster: no-data / out of swath
+        data = _read_checked(path, window, ref, fill=fill, out=out, band=kind == "band")
+        if kind == "band":
+            return data == self.nodata
+        if not np.issubdtype(data.dtype, np.integer):  # float-stored flags, rounded on reading
+            data = data.astype(np.int64)
+        if kind in bits:  # only the bits of the bands read / the configured MG2 bits invalidate
+            return (data & _bits(data, bits[kind])) != 0
+        return data != 0  # EDG: outside the swath; CLM: any cloud or shadow bit
+
     def read(
         self,
         bands: tuple[str, ...] | list[str],
@@ -304,16 +328,7 @@ class TheiaProduct:
         h, w = int(window.height), int(window.width)
 
         band_paths = [self.band_file(band, kind) for band in bands]
-        wanted = [k for k, on in (("EDG", masks.use_edg), ("CLM", masks.use_clm), ("SAT", masks.use_sat),
-                                  ("MG2", bool(masks.mg2_invalid_bits))) if on]
-        mask_paths = {}
-        for k in wanted:
-            try:
-                mask_paths[k] = self.mask_file(k, group)
-            except MissingFileError:
-                if not masks.allow_missing:
-                    raise
-                log.warning("%s: no %s_%s mask, ignored (allow_missing)", self.path, k, group)
+        mask_paths = self._mask_paths(group, masks)
         # GDAL releases the GIL while decoding: the files of a window are read in parallel threads,
         # the bands straight into one int16 buffer (page-locked when the device is a GPU, so the copy
         # to the device is a plain DMA); each thread also turns its file into "invalid" flags
@@ -322,21 +337,9 @@ class TheiaProduct:
         dn = buffer.numpy()
         order = self.groups[group]
         bits = {"SAT": [order.index(b) for b in bands], "MG2": [b - 1 for b in masks.mg2_invalid_bits]}
-
-        def invalid_of(kind: str, path: str, out: np.ndarray | None) -> np.ndarray:
-            fill = {"band": self.nodata, "EDG": 1}.get(kind, 0)  # outside the raster: no-data / out of swath
-            data = _read_checked(path, window, ref, fill=fill, out=out, band=kind == "band")
-            if kind == "band":
-                return data == self.nodata
-            if not np.issubdtype(data.dtype, np.integer):  # float-stored flags, rounded on reading
-                data = data.astype(np.int64)
-            if kind in bits:  # only the bits of the bands read / the configured MG2 bits invalidate
-                return (data & _bits(data, bits[kind])) != 0
-            return data != 0  # EDG: outside the swath; CLM: any cloud or shadow bit
-
         jobs = [("band", p, dn[i]) for i, p in enumerate(band_paths)] + [(k, p, None) for k, p in mask_paths.items()]
         with ThreadPoolExecutor(max_workers=min(len(jobs), READ_THREADS)) as pool:
-            flags = list(pool.map(lambda job: invalid_of(*job), jobs))
+            flags = list(pool.map(lambda job: self._invalid_of(*job, window, ref, bits), jobs))
         invalid = flags[0]
         for f in flags[1:]:
             invalid |= f

@@ -7,7 +7,6 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Optional
 
 from .metrics import ReportConfig
 
@@ -17,7 +16,7 @@ log = logging.getLogger("s2v_gpu.report")
 @dataclass
 class ReportPaths:
     dataset: str = "dataset"
-    out: Optional[str] = None  # default: <dataset>/report
+    out: str | None = None  # default: <dataset>/report
 
 
 @dataclass

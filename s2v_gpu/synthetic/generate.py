@@ -11,7 +11,7 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +117,43 @@ def _s2_window(cfg: SyntheticConfig) -> tuple[int, float, float, int, int]:
     return epsg, left, top, int(right - left), int(top - bottom)
 
 
+def _to_ground(s2_epsg: int, epsg: int):
+    """Sentinel-2 CRS coordinates -> the site's CRS (None when they are the same)."""
+    if s2_epsg == epsg:
+        return None
+
+    def to_ground(x, y, _src=f"EPSG:{s2_epsg}", _dst=f"EPSG:{epsg}"):
+        gx, gy = warp_transform(_src, _dst, x.ravel(), y.ravel())
+        return np.asarray(gx).reshape(x.shape), np.asarray(gy).reshape(y.shape)
+
+    return to_ground
+
+
+def _radiometric_w(group: dict, gains: dict, offsets: dict) -> list[list[float]]:
+    w = np.zeros((5, 4))
+    for j, b in enumerate(group["s2"]):
+        w[0, j] = offsets[b]
+        w[1 + j, j] = gains[b]
+    return w.tolist()
+
+
+def _truth(cfg, site_bounds, venus_zenith, gains, offsets, s2_window) -> dict:
+    s2_epsg, s2_ulx, s2_uly, s2_w_m, s2_h_m = s2_window
+    return {
+        "site": cfg.site, "epsg": cfg.epsg, "bounds": list(site_bounds), "venus_zenith": venus_zenith,
+        "tile": cfg.tile, "s2_epsg": s2_epsg,
+        "s2_window": [s2_ulx, s2_uly - s2_h_m, s2_ulx + s2_w_m, s2_uly],
+        "shift_convention": "a feature at ground position g appears in Sentinel-2 at g + shift_m (x east, y north)",
+        "radiometry": {
+            "gains": gains, "offsets": offsets,
+            "W_10m": _radiometric_w(GROUP_10M, gains, offsets), "W_20m": _radiometric_w(GROUP_20M, gains, offsets),
+            "model": "S2 band = gain * VENuS band + offset; W rows: [bias, VENuS bands], columns: S2 bands",
+        },
+        "config": asdict(cfg),
+        "dates": [],
+    }
+
+
 def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
     """Write the synthetic archive described by ``cfg`` into ``out_dir``.
 
@@ -135,35 +172,11 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
     offsets = {b: float(rng.uniform(*cfg.offset_range)) for b in S2_FROM_VENUS}
     venus_zenith = float(rng.uniform(5.0, 32.0))
     s2_epsg, s2_ulx, s2_uly, s2_w_m, s2_h_m = _s2_window(cfg)
-    to_ground = None
-    if s2_epsg != cfg.epsg:
-        def to_ground(x, y, _src=f"EPSG:{s2_epsg}", _dst=f"EPSG:{cfg.epsg}"):
-            gx, gy = warp_transform(_src, _dst, x.ravel(), y.ravel())
-            return np.asarray(gx).reshape(x.shape), np.asarray(gy).reshape(y.shape)
-
-    def radiometric_w(group: dict) -> list[list[float]]:
-        w = np.zeros((5, 4))
-        for j, b in enumerate(group["s2"]):
-            w[0, j] = offsets[b]
-            w[1 + j, j] = gains[b]
-        return w.tolist()
-
-    truth = {
-        "site": cfg.site, "epsg": cfg.epsg, "bounds": list(site_bounds), "venus_zenith": venus_zenith,
-        "tile": cfg.tile, "s2_epsg": s2_epsg,
-        "s2_window": [s2_ulx, s2_uly - s2_h_m, s2_ulx + s2_w_m, s2_uly],
-        "shift_convention": "a feature at ground position g appears in Sentinel-2 at g + shift_m (x east, y north)",
-        "radiometry": {
-            "gains": gains, "offsets": offsets,
-            "W_10m": radiometric_w(GROUP_10M), "W_20m": radiometric_w(GROUP_20M),
-            "model": "S2 band = gain * VENuS band + offset; W rows: [bias, VENuS bands], columns: S2 bands",
-        },
-        "config": asdict(cfg),
-        "dates": [],
-    }
+    to_ground = _to_ground(s2_epsg, cfg.epsg)
+    truth = _truth(cfg, site_bounds, venus_zenith, gains, offsets, (s2_epsg, s2_ulx, s2_uly, s2_w_m, s2_h_m))
     archive = SyntheticArchive(out_dir, truth, [])
     for k, d in enumerate(cfg.dates):
-        day = datetime.strptime(d.date, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+        day = datetime.strptime(d.date, "%Y-%m-%d").replace(tzinfo=UTC)
         venus_time = day + timedelta(hours=10, minutes=48, seconds=12)
         s2_time = venus_time + timedelta(minutes=d.dt_minutes, milliseconds=461)
         factor = float(rng.uniform(0.95, 1.05))  # the season changes the landscape for both sensors

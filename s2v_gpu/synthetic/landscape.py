@@ -185,7 +185,8 @@ class Landscape:
         rows = 1.0 + 0.12 * self.texture * np.sin(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period)
         texture = np.where(np.isin(cls, [CLASSES.index("crop_green"), CLASSES.index("crop_dry")]), rows, 1.0)
         # forest crowns: high-frequency, isotropic-ish texture
-        crowns = 1.0 + 0.18 * self.texture * np.sin(2 * np.pi * x / 9.7 + 3 * key) * np.sin(2 * np.pi * y / 11.3 + 5 * key)
+        crowns = 1.0 + 0.18 * self.texture * np.sin(2 * np.pi * x / 9.7 + 3 * key) * np.sin(
+            2 * np.pi * y / 11.3 + 5 * key)
         texture = np.where(cls == CLASSES.index("forest"), crowns, texture)
         # hedges between fields: darker vegetated borders
         hedge = border < 4.0

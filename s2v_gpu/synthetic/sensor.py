@@ -9,8 +9,8 @@ centres are at ``origin + (j + 0.5) * res``: the 10 m and 20 m grids are exactly
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ class CloudField:
     shadow_offset_m: tuple[float, float] = (180.0, -120.0)
 
     @classmethod
-    def for_area(cls, seed: int, fraction: float, bounds: tuple[float, float, float, float]) -> "CloudField":
+    def for_area(cls, seed: int, fraction: float, bounds: tuple[float, float, float, float]) -> CloudField:
         """Pick the threshold so that about ``fraction`` of ``bounds`` (ground coords) is cloudy."""
         if fraction <= 0:
             return cls(seed, 0.0, math.inf)
@@ -138,18 +138,9 @@ def render(
     if abs(nf * step - res) > 1e-9:
         raise ValueError(f"resolution {res} is not a multiple of the render step {step}")
     h, w = shape
-    c = len(sigmas_m)
     margin = max(int(math.ceil(4.0 * s / step)) for s in sigmas_m) + 1
-    kernels = [gaussian_kernel_1d(s / step) for s in sigmas_m]
-    size = max(k.numel() for k in kernels)
-    # odd lengths: zeros on both sides keep every kernel centred
-    taps = torch.stack([F.pad(k, ((size - k.numel()) // 2, (size - k.numel()) // 2)) for k in kernels])
-    rad = (size - 1) // 2
-    refl = np.empty((c, h, w), np.float32)
-    cloud = np.zeros((h, w), bool)
-    shadow = np.zeros((h, w), bool)
-    water = np.zeros((h, w), bool)
-    built = np.zeros((h, w), bool)
+    taps = _psf_taps(sigmas_m, step)
+    out = Rendered(np.empty((len(sigmas_m), h, w), np.float32), *(np.zeros((h, w), bool) for _ in range(4)))
     x0, y0 = origin
     cols = x0 + (np.arange(-margin, w * nf + margin) + 0.5) * step
     for r0 in range(0, h, strip_rows):
@@ -160,35 +151,53 @@ def render(
             xs, ys = to_ground(xs, ys)
         gx, gy = xs - shift_m[0], ys - shift_m[1]
         values, cls = band_values(gx, gy)
-        if clouds is not None:
-            alpha, beta = clouds.opacity(gx, gy)
-            values = values * (1 - alpha) + alpha * 0.55
-            values = values * (1 - 0.65 * beta)
-        else:
-            alpha = beta = np.zeros(gx.shape)
-        # every band blurred by its PSF in one depthwise convolution (channels_last: the fast kernels),
-        # the margin left by the valid convolutions cropped, then each pixel integrated
-        fine = torch.from_numpy(values.astype(np.float32))[None].contiguous(memory_format=torch.channels_last)
-        img = F.conv2d(fine, taps.view(c, 1, 1, -1), groups=c)
-        img = F.conv2d(img, taps.view(c, 1, -1, 1), groups=c)
-        off = margin - rad
-        img = img[..., off: off + (r1 - r0) * nf, off: off + w * nf]
-        refl[:, r0:r1] = F.avg_pool2d(img, nf)[0].numpy()
-
-        def block(a: np.ndarray, reduce: str) -> np.ndarray:
-            t = torch.from_numpy(np.ascontiguousarray(a[margin:-margin, margin:-margin], dtype=np.float64))
-            t = t[None, None]
-            out = F.max_pool2d(t, nf) if reduce == "max" else F.avg_pool2d(t, nf)
-            return out.squeeze().numpy().reshape(r1 - r0, w)
-
-        cloud[r0:r1] = block(alpha, "max") > 0.01
-        shadow[r0:r1] = block(beta, "max") > 0.01
-        water[r0:r1] = block((cls == WATER).astype(np.float64), "mean") > 0.5
-        built[r0:r1] = block((cls == BUILT_UP).astype(np.float64), "mean") > 0.5
+        values, alpha, beta = _under_clouds(values, clouds, gx, gy)
+        out.refl[:, r0:r1] = _integrate(values, taps, margin, nf, r1 - r0, w)
+        blocks = {"margin": margin, "nf": nf, "shape": (r1 - r0, w)}
+        out.cloud[r0:r1] = _block(alpha, "max", **blocks) > 0.01
+        out.shadow[r0:r1] = _block(beta, "max", **blocks) > 0.01
+        out.water[r0:r1] = _block((cls == WATER).astype(np.float64), "mean", **blocks) > 0.5
+        out.built[r0:r1] = _block((cls == BUILT_UP).astype(np.float64), "mean", **blocks) > 0.5
     # the PSF spreads clouds over neighbouring pixels: flag them too (as MAJA's dilation does)
-    cloud = _dilate(cloud)
-    shadow = _dilate(shadow) & ~cloud
-    return Rendered(refl, cloud, shadow, water, built)
+    out.cloud = _dilate(out.cloud)
+    out.shadow = _dilate(out.shadow) & ~out.cloud
+    return out
+
+
+def _block(a: np.ndarray, reduce: str, margin: int, nf: int, shape: tuple[int, int]) -> np.ndarray:
+    """Fine samples (margin cropped) -> one value per pixel: the max or the mean of its block."""
+    t = torch.from_numpy(np.ascontiguousarray(a[margin:-margin, margin:-margin], dtype=np.float64))
+    t = F.max_pool2d(t[None, None], nf) if reduce == "max" else F.avg_pool2d(t[None, None], nf)
+    return t.squeeze().numpy().reshape(shape)
+
+
+def _under_clouds(values: np.ndarray, clouds: CloudField | None, gx: np.ndarray, gy: np.ndarray):
+    """Reflectance seen through the clouds (bright, opacity alpha) and their shadows (darker, beta)."""
+    if clouds is None:
+        return values, np.zeros(gx.shape), np.zeros(gx.shape)
+    alpha, beta = clouds.opacity(gx, gy)
+    values = values * (1 - alpha) + alpha * 0.55
+    return values * (1 - 0.65 * beta), alpha, beta
+
+
+def _psf_taps(sigmas_m: list[float], step: float) -> torch.Tensor:
+    """``(C, size)`` Gaussian PSF kernels at the fine step, zero-padded to one odd length (centred)."""
+    kernels = [gaussian_kernel_1d(s / step) for s in sigmas_m]
+    size = max(k.numel() for k in kernels)
+    return torch.stack([F.pad(k, ((size - k.numel()) // 2, (size - k.numel()) // 2)) for k in kernels])
+
+
+def _integrate(values: np.ndarray, taps: torch.Tensor, margin: int, nf: int, rows: int, w: int) -> np.ndarray:
+    """Fine samples ``(C, ...)`` -> pixels ``(C, rows, w)``: every band blurred by its PSF in one
+    depthwise convolution (channels_last: the fast kernels), the margin left by the valid convolutions
+    cropped, then each pixel integrated (mean of its ``nf x nf`` fine samples)."""
+    c, size = taps.shape
+    fine = torch.from_numpy(values.astype(np.float32))[None].contiguous(memory_format=torch.channels_last)
+    img = F.conv2d(fine, taps.view(c, 1, 1, -1), groups=c)
+    img = F.conv2d(img, taps.view(c, 1, -1, 1), groups=c)
+    off = margin - (size - 1) // 2
+    img = img[..., off: off + rows * nf, off: off + w * nf]
+    return F.avg_pool2d(img, nf)[0].numpy()
 
 
 def _dilate(mask: np.ndarray, radius: int = 1) -> np.ndarray:

@@ -90,7 +90,20 @@ def metadata_xml(spec: ProductSpec, kinds: list[str]) -> bytes:
         bl = _sub(g, "Band_List", count=len(rasters.bands))
         for b in rasters.bands:
             _sub(bl, "BAND_ID", b)
-    mp = _sub(_sub(root, "Product_Organisation"), "Muscate_Product")
+    _organisation(_sub(_sub(root, "Product_Organisation"), "Muscate_Product"), spec, kinds)
+    _geometry(root, spec)
+    ri = _sub(root, "Radiometric_Informations")
+    _sub(ri, "REFLECTANCE_QUANTIFICATION_VALUE", f"{spec.quantification:g}")
+    svl = _sub(ri, "Special_Values_List")
+    _sub(svl, "SPECIAL_VALUE", f"{DEFAULT_NODATA:g}", name="nodata")
+    gil = _sub(_sub(_sub(_sub(_sub(root, "Quality_Informations"), "Current_Product"), "Product_Quality_List",
+                          level="N2"), "Product_Quality"), "Global_Index_List")
+    _sub(gil, "QUALITY_INDEX", f"{spec.cloud_percent:.0f}", name="CloudPercent")
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+def _organisation(mp: ET.Element, spec: ProductSpec, kinds: list[str]) -> None:
+    """The image and mask file lists (band_id, group_id, bit_number as in the templates)."""
     il = _sub(mp, "Image_List")
     for kind, nature in (("FRE", "Flat_Reflectance"), ("SRE", "Surface_Reflectance")):
         if kind not in kinds:
@@ -114,6 +127,10 @@ def metadata_xml(spec: ProductSpec, kinds: list[str]) -> bytes:
                     _sub(fl, "MASK_FILE", path, group_id=group, band_id=b, bit_number=bit)
             else:
                 _sub(fl, "MASK_FILE", path, group_id=group)
+
+
+def _geometry(root: ET.Element, spec: ProductSpec) -> None:
+    """The CRS, the grids of each group and the mean viewing angles."""
     gi = _sub(root, "Geoposition_Informations")
     hcs = _sub(_sub(gi, "Coordinate_Reference_System"), "Horizontal_Coordinate_System")
     _sub(hcs, "HORIZONTAL_CS_TYPE", "PROJECTED")
@@ -135,15 +152,6 @@ def metadata_xml(spec: ProductSpec, kinds: list[str]) -> bytes:
         # a small spread around the mean, as in real documents
         _sub(a, "ZENITH_ANGLE", f"{spec.viewing_zenith + 0.01 * (i - (len(entries) - 1) / 2):.6f}", unit="deg")
         _sub(a, "AZIMUTH_ANGLE", "100.0", unit="deg")
-    ri = _sub(root, "Radiometric_Informations")
-    _sub(ri, "REFLECTANCE_QUANTIFICATION_VALUE", f"{spec.quantification:g}")
-    svl = _sub(ri, "Special_Values_List")
-    _sub(svl, "SPECIAL_VALUE", f"{DEFAULT_NODATA:g}", name="nodata")
-    gil = _sub(_sub(_sub(_sub(_sub(root, "Quality_Informations"), "Current_Product"), "Product_Quality_List",
-                          level="N2"), "Product_Quality"), "Global_Index_List")
-    _sub(gil, "QUALITY_INDEX", f"{spec.cloud_percent:.0f}", name="CloudPercent")
-    ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
 def write_product(spec: ProductSpec, out_dir: Path, as_zip: bool = False) -> Path:
