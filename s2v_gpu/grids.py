@@ -20,7 +20,7 @@ from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 
 from .products.product import BandStack, Grid, MaskConfig, TheiaProduct
-from .resample import sample_at
+from .resample import KERNELS, sample_at
 
 CELL_M = 20.0  # the coarsest resolution: the common grid is made of whole 20 m cells
 
@@ -98,12 +98,14 @@ def is_aligned(src: Grid, target: Grid) -> bool:
 def read_on_grid(
     product: TheiaProduct, bands: tuple[str, ...], target: Grid, *, kind: str = "FRE",
     masks: MaskConfig | None = None, device: torch.device | str = "cpu", coarse_step: int = 32,
+    kernel: str = "lanczos4",
 ) -> BandStack:
     """Read bands of one resolution group onto ``target`` (any CRS), reading only what is needed.
 
     Aligned grids are read directly; otherwise the target pixel centres are mapped into the product
     CRS (exactly on a coarse lattice every ``coarse_step`` pixels, bilinearly in between: UTM to UTM
-    is smooth to far below a millimetre at that scale) and resampled with :func:`sample_at`.
+    is smooth to far below a millimetre at that scale) and resampled with :func:`sample_at` and
+    ``kernel``.
 
     Returns:
         A :class:`BandStack` on ``target``: ``reflectance`` ``(C, H, W)``, ``valid`` ``(H, W)``.
@@ -127,16 +129,17 @@ def read_on_grid(
     coarse = torch.from_numpy(np.stack([sc, sr])).to(device=device, dtype=torch.float64)[None]
     # interpolate the coarse lattice to every target pixel (align_corners: lattice nodes are pixels)
     full = _lattice_to_pixels(coarse, rows, cols, h, w)
-    c0 = int(math.floor(full[0].min().item())) - 3
-    r0 = int(math.floor(full[1].min().item())) - 3
-    c1 = int(math.ceil(full[0].max().item())) + 4
-    r1 = int(math.ceil(full[1].max().item())) + 4
+    reach = KERNELS[kernel].reach  # the taps of the kernel around each position, one pixel of rounding
+    c0 = int(math.floor(full[0].min().item())) - reach - 1
+    r0 = int(math.floor(full[1].min().item())) - reach - 1
+    c1 = int(math.ceil(full[0].max().item())) + reach + 2
+    r1 = int(math.ceil(full[1].max().item())) + reach + 2
     left = src.transform.c + c0 * src.res
     top = src.transform.f - r0 * src.res
     window = (left, top - (r1 - r0) * src.res, left + (c1 - c0) * src.res, top)
     stack = product.read(bands, window, kind=kind, masks=masks, device=device)
     values, valid = sample_at(stack.reflectance[None], stack.valid[None], (full[0] - c0).float(),
-                              (full[1] - r0).float())
+                              (full[1] - r0).float(), method=kernel)
     return BandStack(values[0], valid[0, 0], tuple(bands), target)
 
 

@@ -256,7 +256,7 @@ def _valid_at(valid: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 def refine_translation(
     reference: torch.Tensor, moving: torch.Tensor, ref_valid: torch.Tensor, mov_valid: torch.Tensor,
     shift_px: tuple[float, float], iterations: int = 15, tol_px: float = 1e-3, max_pixels: int = 400_000,
-    min_points: int = 100, tukey_c: float = 4.685,
+    min_points: int = 100, tukey_c: float = 4.685, kernel: str = "lanczos4",
 ) -> tuple[tuple[float, float], int]:
     """Refine a translation by iteratively reweighted Gauss-Newton (Lucas-Kanade) over the overlap.
 
@@ -287,7 +287,7 @@ def refine_translation(
     d = torch.tensor(shift_px, dtype=torch.float64, device=device)
     n_used = 0
     for _ in range(iterations):
-        value, gx, gy, ok = sample_points(moving, mov_valid, pc + d[0], pr + d[1])
+        value, gx, gy, ok = sample_points(moving, mov_valid, pc + d[0], pr + d[1], kernel)
         n_used = int(ok.sum())
         if n_used < min_points:
             break
@@ -317,6 +317,7 @@ def register(
     mov_valid: torch.Tensor | None = None,
     pixel_size: float = 10.0,
     config: RegistrationConfig | None = None,
+    kernel: str = "lanczos4",
 ) -> RegistrationResult:
     """Estimate the global translation of ``moving`` with respect to ``reference``.
 
@@ -328,6 +329,8 @@ def register(
         ref_valid, mov_valid: ``(H, W)`` bool validity masks (None: all valid).
         pixel_size: pixel size in metres.
         config: :class:`RegistrationConfig` (mode, thresholds).
+        kernel: the kernel that will resample ``moving`` (:data:`s2v_gpu.resample.KERNELS`): the
+            refinement samples ``moving`` through it, so the shift it finds is the one it applies.
 
     Returns:
         A :class:`RegistrationResult`; ``ok`` is False (with a ``reason``) when there are fewer than
@@ -350,7 +353,7 @@ def register(
     keep = _valid_at(ref_valid, p_ref) & _valid_at(mov_valid, p_mov)
     result = estimate_from_matches((p_mov - p_ref)[keep], int(p_ref.shape[0]), int(keep.sum()), pixel_size, cfg)
     if result.ok and robust and cfg.refine:
-        _refine(result, reference, moving, ref_valid, mov_valid, pixel_size, cfg)
+        _refine(result, reference, moving, ref_valid, mov_valid, pixel_size, cfg, kernel)
     return result
 
 
@@ -393,13 +396,13 @@ def estimate_from_matches(disp: torch.Tensor, n_candidates: int, n_valid: int, p
 
 
 def _refine(result: RegistrationResult, reference, moving, ref_valid, mov_valid, pixel_size: float,
-            cfg: RegistrationConfig) -> None:
+            cfg: RegistrationConfig, kernel: str) -> None:
     """Gauss-Newton refinement from the match estimate, kept unless it jumps (then it locked onto
     something else); a refined shift beyond ``max_distance_m`` refuses the pair."""
     start = result.shift_px
     refined, used = refine_translation(reference, moving, ref_valid, mov_valid, start, cfg.refine_iterations,
                                        max_pixels=cfg.refine_max_pixels, min_points=cfg.refine_min_points,
-                                       tukey_c=cfg.tukey_c)
+                                       tukey_c=cfg.tukey_c, kernel=kernel)
     jump = math.hypot(refined[0] - start[0], refined[1] - start[1])
     if jump > cfg.refine_max_jump_px or used < cfg.refine_min_points:
         log.warning("refinement moved %.2f px from the match estimate; kept the match estimate", jump)

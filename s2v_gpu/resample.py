@@ -1,4 +1,12 @@
-"""Sub-pixel shifts and the bicubic 2x downsampling used by registration.
+"""Sub-pixel resampling (shift, reprojection, point samples with exact derivatives) and the bicubic 2x
+downsampling used by registration.
+
+Kernels (:data:`KERNELS`, chosen by ``pipeline.shift_kernel``): ``lanczos4`` (default: a windowed
+sinc with 4 lobes, 8 taps, weights normalised to sum to 1), ``lanczos3``, ``keys`` (Keys cubic,
+a = -0.5, GDAL's "cubic"), ``bicubic`` (a = -0.75, PyTorch's and OpenCV's). On real Sentinel-2 texture
+their positional bias (the image moved by the kernel itself, against a quintic spline) peaks at
+0.004, 0.011, 0.038 and 0.027 px (``scripts/shift_kernels.py``); ``bspline3`` (prefiltered cubic
+B-spline, 0.009 px) is measured there but not offered: its prefilter spreads invalid pixels far.
 
 Convention (pixel coordinates, x = column to the right, y = row downwards): a shift ``(dx, dy)`` of a
 *moving* image with respect to a *reference* means a feature at pixel p of the reference appears at
@@ -9,14 +17,38 @@ moving image brought onto the reference. In metres (x east, y north): ``dx_m = d
 
 from __future__ import annotations
 
+import enum
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from .errors import check_shape
 
 
+@dataclass(frozen=True)
+class Kernel:
+    """A separable interpolation kernel: the taps at ``offsets`` (relative to ``floor(position)``),
+    their weights for a fraction ``t`` in [0, 1) (``weights(t) -> (taps, *t.shape)``) and the
+    derivative of those weights with respect to t. ``prefilter``: a symmetric FIR (odd length) applied
+    along each axis before sampling (the B-spline's coefficients), None for interpolating kernels."""
+
+    offsets: tuple[int, ...]
+    weights: Callable[[torch.Tensor], torch.Tensor]
+    derivative: Callable[[torch.Tensor], torch.Tensor]
+    prefilter: tuple[float, ...] | None = None
+
+    @property
+    def reach(self) -> int:
+        """Pixels on either side whose value can reach a sample (taps, then the prefilter's
+        significant taps): the ring of validity lost around an invalid pixel."""
+        return max(-self.offsets[0], self.offsets[-1]) + (len(self.prefilter) // 2 if self.prefilter else 0)
+
+
 def sample_at(
-    image: torch.Tensor, valid: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor, method: str = "keys"
+    image: torch.Tensor, valid: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor, method: str = "lanczos4"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resample an image at fractional pixel positions.
 
@@ -25,8 +57,8 @@ def sample_at(
         valid: ``(B, 1, H, W)`` or ``(B, H, W)`` bool.
         cols, rows: ``(h, w)`` positions (pixel index units: 0 is the centre of the first pixel),
             shared by the batch.
-        method: ``"keys"`` (default): the 4x4 Keys cubic (a = -0.5, as :func:`apply_shift`), a sample
-            being valid when its 16 taps are valid and inside the image; ``"grid_sample"``: PyTorch's
+        method: a kernel of :data:`KERNELS` without prefilter (default ``lanczos4``), a sample being
+            valid when all its taps are valid and inside the image; ``"grid_sample"``: PyTorch's
             bicubic ``grid_sample`` (a = -0.75), validity sampled with nearest from the invalid pixels
             dilated by 2.
 
@@ -36,27 +68,32 @@ def sample_at(
     check_shape(image, 4, "image")
     if valid.dim() == 3:
         valid = valid[:, None]
+    if method == "grid_sample":
+        return _grid_sample(image, valid, cols, rows)
+    kernel = _kernel(method)
     b, c, h, w = image.shape
     filled = torch.where(valid, image, torch.zeros((), device=image.device, dtype=image.dtype))
-    if method == "keys":
-        c0, r0 = torch.floor(cols), torch.floor(rows)
-        wx, wy = _keys(cols - c0), _keys(rows - r0)  # (4, h, w) each
-        c0, r0 = c0.long(), r0.long()
-        out = torch.zeros((b, c) + tuple(cols.shape), device=image.device, dtype=image.dtype)
-        ok = torch.ones((b, 1) + tuple(cols.shape), device=image.device, dtype=torch.bool)
-        for j in range(4):
-            rr = r0 + j - 1
-            rin = (rr >= 0) & (rr < h)
-            rr = rr.clamp(0, h - 1)
-            for i in range(4):
-                cc = c0 + i - 1
-                inside = rin & (cc >= 0) & (cc < w)
-                cc = cc.clamp(0, w - 1)
-                out = out + (wy[j] * wx[i]).to(image.dtype) * filled[:, :, rr, cc]
-                ok &= inside & valid[:, :, rr, cc]
-        return out * ok, ok
-    if method != "grid_sample":
-        raise ValueError(f"unknown resampling method {method!r} (expected 'keys' or 'grid_sample')")
+    c0, r0 = torch.floor(cols), torch.floor(rows)
+    wx, wy = kernel.weights(cols - c0), kernel.weights(rows - r0)  # (taps, h, w) each
+    c0, r0 = c0.long(), r0.long()
+    out = torch.zeros((b, c) + tuple(cols.shape), device=image.device, dtype=image.dtype)
+    ok = torch.ones((b, 1) + tuple(cols.shape), device=image.device, dtype=torch.bool)
+    for j, oj in enumerate(kernel.offsets):
+        rr = r0 + oj
+        rin = (rr >= 0) & (rr < h)
+        rr = rr.clamp(0, h - 1)
+        for i, oi in enumerate(kernel.offsets):
+            cc = c0 + oi
+            inside = rin & (cc >= 0) & (cc < w)
+            cc = cc.clamp(0, w - 1)
+            out = out + (wy[j] * wx[i]).to(image.dtype) * filled[:, :, rr, cc]
+            ok &= inside & valid[:, :, rr, cc]
+    return out * ok, ok
+
+
+def _grid_sample(image: torch.Tensor, valid: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor):
+    b, _, h, w = image.shape
+    filled = torch.where(valid, image, torch.zeros((), device=image.device, dtype=image.dtype))
     grid = torch.stack(((cols + 0.5) * (2.0 / w) - 1.0, (rows + 0.5) * (2.0 / h) - 1.0), dim=-1)
     grid = grid.to(image.dtype).expand(b, *cols.shape, 2)
     out = F.grid_sample(filled, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
@@ -67,6 +104,14 @@ def sample_at(
     inside = (cols >= 1) & (cols <= w - 2) & (rows >= 1) & (rows <= h - 2)
     ok &= inside.to(ok.device)[None, None]
     return out * ok, ok
+
+
+def _kernel(name: str) -> Kernel:
+    kernel = KERNELS.get(str(name))
+    if kernel is None or kernel.prefilter is not None:
+        raise ValueError(f"unknown resampling kernel {name!r} (expected one of {', '.join(map(str, ShiftKernel))} "
+                         "or 'grid_sample')")
+    return kernel
 
 
 def _keys(t: torch.Tensor, a: float = -0.5, derivative: bool = False) -> torch.Tensor:
@@ -91,50 +136,136 @@ def _keys(t: torch.Tensor, a: float = -0.5, derivative: bool = False) -> torch.T
     return torch.stack(out)
 
 
-def sample_points(image: torch.Tensor, valid: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keys cubic value and gradient of one image at scattered points (one 16-tap gather).
+def _lanczos(t: torch.Tensor, lobes: int, derivative: bool = False) -> torch.Tensor:
+    """Lanczos weights of the taps at offsets ``1 - lobes .. lobes`` for fractions t, normalised to sum
+    to 1 (so a constant stays constant); with ``derivative``, their exact derivative in t."""
+    u = torch.stack([t - o for o in range(1 - lobes, lobes + 1)])
+    safe = torch.where(u == 0, torch.ones_like(u), u)
+    ps = math.pi * safe
+    a = torch.sin(ps) / ps
+    b = torch.sin(ps / lobes) / (ps / lobes)
+    # exactly 1 and 0 at whole pixels (sin(pi k) is not exactly 0 in floating point): an integer shift
+    # then uses one tap, as with every interpolating kernel
+    raw = torch.where(u == torch.round(u), (u == 0).to(u.dtype), a * b)
+    norm = raw.sum(0)
+    if not derivative:
+        return raw / norm
+    # d/du [sinc(u) sinc(u/L)] = sinc'(u) sinc(u/L) + sinc(u) sinc'(u/L) / L, sinc'(x) = (cos(pi x) - sinc(x)) / x
+    da = (torch.cos(ps) - a) / safe
+    db = (torch.cos(ps / lobes) - b) / safe
+    draw = torch.where(u == 0, torch.zeros_like(u), da * b + a * db)
+    return (draw * norm - raw * draw.sum(0)) / norm**2
+
+
+def _bspline3(t: torch.Tensor, derivative: bool = False) -> torch.Tensor:
+    """Cubic B-spline weights of the taps at offsets -1, 0, 1, 2 (or their derivative in t)."""
+    if derivative:
+        return torch.stack([-0.5 * (1 - t) ** 2, 1.5 * t**2 - 2 * t, -1.5 * t**2 + t + 0.5, 0.5 * t**2])
+    return torch.stack([(1 - t) ** 3 / 6, (3 * t**3 - 6 * t**2 + 4) / 6, (-3 * t**3 + 3 * t**2 + 3 * t + 1) / 6,
+                        t**3 / 6])
+
+
+def _bspline3_prefilter(half: int = 8) -> tuple[float, ...]:
+    """The direct cubic B-spline transform as a symmetric FIR: ``sqrt(3) * z^|k|``, z = sqrt(3) - 2,
+    truncated at ``|k| <= half`` (|z|^9 < 1.5e-5 of the centre tap) and renormalised to sum to 1."""
+    z = math.sqrt(3) - 2
+    taps = [math.sqrt(3) * z ** abs(k) for k in range(-half, half + 1)]
+    total = sum(taps)
+    return tuple(v / total for v in taps)
+
+
+#: Interpolation kernels by name (the README gives the measured bias of each).
+KERNELS: dict[str, Kernel] = {
+    "keys": Kernel((-1, 0, 1, 2), lambda t: _keys(t, -0.5), lambda t: _keys(t, -0.5, derivative=True)),
+    "bicubic": Kernel((-1, 0, 1, 2), lambda t: _keys(t, -0.75), lambda t: _keys(t, -0.75, derivative=True)),
+    "lanczos3": Kernel(tuple(range(-2, 4)), lambda t: _lanczos(t, 3), lambda t: _lanczos(t, 3, derivative=True)),
+    "lanczos4": Kernel(tuple(range(-3, 5)), lambda t: _lanczos(t, 4), lambda t: _lanczos(t, 4, derivative=True)),
+    "bspline3": Kernel((-1, 0, 1, 2), _bspline3, lambda t: _bspline3(t, derivative=True), _bspline3_prefilter()),
+}
+
+
+class ShiftKernel(enum.StrEnum):
+    """The kernels the pipeline resamples Sentinel-2 with (and the refinement samples it with)."""
+
+    lanczos4 = "lanczos4"
+    lanczos3 = "lanczos3"
+    keys = "keys"
+    bicubic = "bicubic"
+
+
+def prefilter_axis(x: torch.Tensor, taps: tuple[float, ...], dim: int) -> torch.Tensor:
+    """Symmetric FIR along ``dim`` with mirrored borders (same size)."""
+    half = len(taps) // 2
+    moved = x.movedim(dim, -1)
+    shape = moved.shape
+    flat = moved.reshape(-1, 1, shape[-1])
+    flat = F.pad(flat, (half, half), mode="reflect" if shape[-1] > half else "replicate")
+    w = torch.tensor(taps, dtype=x.dtype, device=x.device).view(1, 1, -1)
+    return F.conv1d(flat, w).reshape(shape).movedim(-1, dim)
+
+
+def shift_1d(x: torch.Tensor, d: float, dim: int, kernel: str = "keys") -> torch.Tensor:
+    """``out(p) = x(p + d)`` along ``dim`` with a kernel of :data:`KERNELS`, zeros past the borders
+    (no validity: a building block and the measuring tool of ``scripts/shift_kernels.py``)."""
+    k = KERNELS[kernel]
+    if k.prefilter is not None:
+        x = prefilter_axis(x, k.prefilter, dim)
+    out, _ = _shift_axis(x, torch.ones_like(x, dtype=torch.bool), d, dim, k)
+    return out
+
+
+def sample_points(image: torch.Tensor, valid: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor,
+                  kernel: str = "lanczos4") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Value and gradient of the interpolant of one image at scattered points (one gather of the
+    kernel's taps).
 
     Args:
         image: ``(H, W)`` float.
         valid: ``(H, W)`` bool.
         cols, rows: ``(N,)`` positions (0 = centre of the first pixel).
+        kernel: a kernel of :data:`KERNELS` without prefilter: the one that resamples the image
+            afterwards, so that the shift estimated through it is the shift it applies.
 
     Returns:
         ``(value, d/dx, d/dy, ok)``, each ``(N,)``: the interpolant and its exact derivatives; ``ok``
-        is True where the 16 taps are all valid and inside (values elsewhere are meaningless).
+        is True where all the taps are valid and inside (values elsewhere are meaningless).
     """
+    k = _kernel(kernel)
+    lo, hi = -k.offsets[0], k.offsets[-1]
     h, w = image.shape
     c0, r0 = torch.floor(cols), torch.floor(rows)
     tx, ty = cols - c0, rows - r0
     c0, r0 = c0.long(), r0.long()
-    inside = (c0 >= 1) & (c0 <= w - 3) & (r0 >= 1) & (r0 <= h - 3)
-    c0, r0 = c0.clamp(1, w - 3), r0.clamp(1, h - 3)
-    offsets = torch.arange(-1, 3, device=image.device)
-    idx = (r0[None, None] + offsets[:, None, None]) * w + (c0[None, None] + offsets[None, :, None])  # 4, 4, N
+    inside = (c0 >= lo) & (c0 <= w - 1 - hi) & (r0 >= lo) & (r0 <= h - 1 - hi)
+    c0, r0 = c0.clamp(lo, w - 1 - hi), r0.clamp(lo, h - 1 - hi)
+    offsets = torch.tensor(k.offsets, device=image.device)
+    idx = (r0[None, None] + offsets[:, None, None]) * w + (c0[None, None] + offsets[None, :, None])  # taps², N
     ok = inside & valid.reshape(-1)[idx].flatten(0, 1).all(0)
     taps = image.reshape(-1)[idx].to(cols.dtype)  # rows j, columns i
-    wx, wy = _keys(tx), _keys(ty)
-    dwx, dwy = _keys(tx, derivative=True), _keys(ty, derivative=True)
-    along_x = (taps * wx[None]).sum(1)  # 4 (rows), N
+    wx, wy = k.weights(tx), k.weights(ty)
+    dwx, dwy = k.derivative(tx), k.derivative(ty)
+    along_x = (taps * wx[None]).sum(1)  # taps (rows), N
     value = (along_x * wy).sum(0)
     dy = (along_x * dwy).sum(0)
     dx = ((taps * dwx[None]).sum(1) * wy).sum(0)
     return value, dx, dy, ok
 
 
-def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """out(p) = x(p + d) along ``dim`` with the 4-tap Keys cubic; ok = every tap used valid and inside."""
-    n = int(torch.floor(torch.tensor(d)).item())
-    weights = _keys(torch.tensor(d - n, dtype=torch.float64)).tolist()
+def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int,
+                kernel: Kernel | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """out(p) = x(p + d) along ``dim`` with the taps of ``kernel`` (default Keys); ok = every tap used
+    valid and inside."""
+    kernel = kernel or KERNELS["keys"]
+    n = int(math.floor(d))
+    weights = kernel.weights(torch.tensor(d - n, dtype=torch.float64)).tolist()
     size = x.shape[dim]
-    pad = abs(n) + 3
+    pad = abs(n) + max(-kernel.offsets[0], kernel.offsets[-1]) + 1
     pads = [0, 0] * (x.dim() - 1 - dim) + [pad, pad]
     xp = F.pad(x, pads)
     okp = F.pad(ok, pads)  # False outside
     out = None
     good = None
-    for w, o in zip(weights, (-1, 0, 1, 2)):
+    for w, o in zip(weights, kernel.offsets):
         if w == 0.0:
             continue
         start = pad + n + o
@@ -145,7 +276,7 @@ def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int) -> tuple[
 
 
 def apply_shift(
-    image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float], method: str = "keys"
+    image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float], method: str = "lanczos4"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resample an image at ``p + shift``, i.e. bring a moving image onto its reference.
 
@@ -153,9 +284,10 @@ def apply_shift(
         image: ``(B, C, H, W)`` float.
         valid: ``(B, 1, H, W)`` or ``(B, H, W)`` bool.
         shift_px: (dx, dy) in pixels (see the module convention).
-        method: ``"keys"`` (default): separable 4-tap bicubic (Keys, a = -0.5), exact for integer
-            shifts and for linear ramps; a sample is valid when every tap it uses is valid and inside.
-            ``"grid_sample"``: PyTorch's bicubic ``grid_sample`` (a = -0.75) through :func:`sample_at`.
+        method: a kernel of :data:`KERNELS` without prefilter, applied separably (default
+            ``lanczos4``); all are exact for integer shifts; a sample is valid when every tap it uses
+            is valid and inside. ``"grid_sample"``: PyTorch's bicubic ``grid_sample`` (a = -0.75)
+            through :func:`sample_at`.
 
     Returns:
         ``(shifted (B, C, H, W), valid (B, 1, H, W) bool)``; invalid samples hold 0.
@@ -170,11 +302,10 @@ def apply_shift(
         cols = torch.arange(w, device=image.device, dtype=dtype) + shift_px[0]
         rr, cc = torch.meshgrid(rows, cols, indexing="ij")
         return sample_at(image, valid, cc, rr, method="grid_sample")
-    if method != "keys":
-        raise ValueError(f"unknown shift method {method!r} (expected 'keys' or 'grid_sample')")
+    kernel = _kernel(method)
     x = torch.where(valid, image, torch.zeros((), device=image.device, dtype=image.dtype))
-    x, ok = _shift_axis(x, valid, float(shift_px[0]), dim=3)
-    x, ok = _shift_axis(x, ok, float(shift_px[1]), dim=2)
+    x, ok = _shift_axis(x, valid, float(shift_px[0]), dim=3, kernel=kernel)
+    x, ok = _shift_axis(x, ok, float(shift_px[1]), dim=2, kernel=kernel)
     return x * ok, ok
 
 

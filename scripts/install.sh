@@ -44,4 +44,10 @@ target="."
 [ -n "$extras" ] && target=".[$extras]"
 echo "[install] installing s2v_gpu${extras:+ with [$extras]} and its dependencies into $PY"
 "$PY" -m pip install --progress-bar on -e "$target" 2>&1 | { grep -v -e "^Requirement already satisfied" -e "^WARNING: Location" || true; }
+if [[ ",$extras," == *",test,"* ]]; then
+  # the community loader of the release layout, without its dependencies (torchvision, geopandas...):
+  # the tests read our published layout with its real code, its download path stubbed
+  echo "[install] installing sen2venus-pytorch-dataset 0.0.4 (no dependencies) for the layout tests"
+  "$PY" -m pip install --progress-bar on --no-deps "sen2venus-pytorch-dataset==0.0.4" 2>&1 | { grep -v -e "^WARNING: Location" || true; }
+fi
 echo "[install] done: run with $PY -m s2v_gpu.run (or 'source $VENV/bin/activate')"

@@ -68,6 +68,11 @@ def test_fit_reproduces_the_injected_radiometry(archive, k, groups, cross_terms)
         np.testing.assert_allclose(off[rows], expected[rows], atol=0.01, err_msg=f"{group} offsets and cross terms")
 
 
+#: the pixels each kernel reads around floor(position), from the kernels' definitions
+TAPS = {"keys": (-1, 0, 1, 2), "bicubic": (-1, 0, 1, 2), "lanczos3": tuple(range(-2, 4)),
+        "lanczos4": tuple(range(-3, 5))}
+
+
 def _independent_valid_patches(archive, pair, result, cfg):
     """Valid triplets recomputed with numpy from the generator's injected flags."""
     venus = archive.arrays[pair.venus.name]["XS"]
@@ -97,7 +102,7 @@ def _independent_valid_patches(archive, pair, result, cfg):
         taps = []
         for d in shift:
             n = math.floor(d)
-            taps.append([n + k for k in ((-1, 0, 1, 2) if d - n > 0 else (0,))])
+            taps.append([n + k for k in (TAPS[str(cfg.shift_kernel)] if d - n > 0 else (0,))])
         for ty in taps[1]:
             for tx in taps[0]:
                 rr, cc = rows + ty, cols + tx

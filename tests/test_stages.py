@@ -109,7 +109,7 @@ def test_apply_shift_integer_is_exact_and_pulls_invalid_from_outside(device):
 def test_apply_shift_subpixel_interpolates(device):
     xs = torch.arange(32, dtype=torch.float64, device=device)
     img = (0.5 * xs + 0.01 * xs**2).expand(32, 32)[None, None]
-    out, ok = apply_shift(img, torch.ones(1, 32, 32, dtype=torch.bool, device=device), (0.3, 0.0))
+    out, ok = apply_shift(img, torch.ones(1, 32, 32, dtype=torch.bool, device=device), (0.3, 0.0), "keys")
     # Keys cubic reproduces polynomials up to degree 2 exactly
     x = xs[5:25] + 0.3
     torch.testing.assert_close(out[0, 0, 10, 5:25], 0.5 * x + 0.01 * x**2, atol=1e-9, rtol=0)
@@ -120,15 +120,17 @@ def test_apply_shift_subpixel_interpolates(device):
     assert 0.02 < err < 0.06
 
 
-def test_apply_shift_invalid_pixels_spread_over_the_bicubic_support(device):
+@pytest.mark.parametrize("kernel, lo, hi", [("keys", 1, 2), ("lanczos4", 3, 4)])
+def test_apply_shift_invalid_pixels_spread_over_the_kernel_support(device, kernel, lo, hi):
     valid = torch.ones(1, 30, 30, dtype=torch.bool, device=device)
     valid[0, 15, 15] = False
-    _, ok = apply_shift(torch.zeros(1, 1, 30, 30, device=device), valid, (0.4, 0.4))
-    bad = (~ok[0, 0]).nonzero().tolist()
-    # samples at p + 0.4 draw from pixels floor(p+0.4)-1 .. floor(p+0.4)+2: p in 13..15 touches 15
-    for r in range(13, 16):
-        for c in range(13, 16):
-            assert [r, c] in bad
+    _, ok = apply_shift(torch.zeros(1, 1, 30, 30, device=device), valid, (0.4, 0.4), kernel)
+    # samples at p + 0.4 draw from pixels floor(p+0.4)-lo .. floor(p+0.4)+hi: exactly those touching 15
+    touched = set(range(15 - hi, 15 + lo + 1))
+    expected = torch.tensor([[r in touched and c in touched for c in range(30)] for r in range(30)], device=device)
+    inner = slice(lo, 30 - hi)  # away from the borders (whose samples are pulled from outside)
+    assert torch.equal(~ok[0, 0, inner, inner], expected[inner, inner])
+    assert not ok[0, 0, :lo].any() and not ok[0, 0, 30 - hi:].any()
 
 
 def test_sample_points_value_and_gradient_are_exact_on_a_quadratic(device):
@@ -143,7 +145,7 @@ def test_sample_points_value_and_gradient_are_exact_on_a_quadratic(device):
     g = torch.Generator().manual_seed(3)
     x = (torch.rand(500, generator=g, dtype=torch.float64) * 52 - 1).to(device)
     y = (torch.rand(500, generator=g, dtype=torch.float64) * 42 - 1).to(device)
-    value, dx, dy, ok = sample_points(image, valid, x, y)
+    value, dx, dy, ok = sample_points(image, valid, x, y, "keys")
     fx = lambda x, y: 0.02 + 0.002 * x - 0.002 * y  # noqa: E731
     fy = lambda x, y: -0.01 - 0.002 * x + 0.001 * y  # noqa: E731
     torch.testing.assert_close(value[ok], f(x, y)[ok], atol=1e-12, rtol=0)
@@ -153,6 +155,30 @@ def test_sample_points_value_and_gradient_are_exact_on_a_quadratic(device):
     expected = (c0 >= 1) & (c0 <= 47) & (r0 >= 1) & (r0 <= 37)
     expected &= ~((r0 - 1 <= 20) & (20 <= r0 + 2) & (c0 - 1 <= 30) & (30 <= c0 + 2))
     assert torch.equal(ok, expected) and ok.sum() > 300
+
+
+@pytest.mark.parametrize("kernel", ["lanczos4", "lanczos3", "keys", "bicubic"])
+def test_sample_points_derivative_is_the_derivative_of_the_interpolant(device, kernel):
+    """The refinement's gradient is exact for whatever kernel samples the moving image: it equals the
+    central difference of the interpolated values; constants are reproduced exactly."""
+    image = torch.rand(30, 30, generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(device)
+    valid = torch.ones(30, 30, dtype=torch.bool, device=device)
+    g = torch.Generator().manual_seed(6)
+    x = (torch.rand(300, generator=g, dtype=torch.float64) * 18 + 6).to(device)
+    y = (torch.rand(300, generator=g, dtype=torch.float64) * 18 + 6).to(device)
+    h = 1e-6
+    _, dx, dy, ok = sample_points(image, valid, x, y, kernel)
+    px, _, _, _ = sample_points(image, valid, x + h, y, kernel)
+    mx, _, _, _ = sample_points(image, valid, x - h, y, kernel)
+    py, _, _, _ = sample_points(image, valid, x, y + h, kernel)
+    my, _, _, _ = sample_points(image, valid, x, y - h, kernel)
+    assert ok.all()
+    torch.testing.assert_close(dx, (px - mx) / (2 * h), atol=1e-6, rtol=0)
+    torch.testing.assert_close(dy, (py - my) / (2 * h), atol=1e-6, rtol=0)
+    const, cdx, cdy, _ = sample_points(torch.full((30, 30), 0.25, dtype=torch.float64, device=device), valid, x, y,
+                                       kernel)
+    torch.testing.assert_close(const, torch.full_like(const, 0.25), atol=1e-12, rtol=0)
+    assert cdx.abs().max() < 1e-10 and cdy.abs().max() < 1e-10
 
 
 def test_take_patches_is_to_patches_indexed(device):

@@ -59,7 +59,8 @@ def test_the_default_preset_is_the_structured_defaults():
     assert s2v["pipeline"] == defaults["pipeline"]
     diff = {k for k, v in paper["pipeline"]["registration"].items() if defaults["pipeline"]["registration"][k] != v}
     assert diff == {"mode", "refine", "num_features"}
-    assert {k for k in paper["pipeline"] if paper["pipeline"][k] != defaults["pipeline"][k]} == {"registration"}
+    assert {k for k in paper["pipeline"] if paper["pipeline"][k] != defaults["pipeline"][k]} == {"registration",
+                                                                                             "shift_kernel"}
     preset_file = PACKAGE / "conf" / "preset" / "s2v.yaml"
     assert not [ln for ln in preset_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
 
