@@ -138,6 +138,9 @@ def _ranges(cfg: RunConfig) -> list[tuple[bool, str]]:
         (p.radiometry.min_band_std >= 0, f"pipeline.radiometry.min_band_std={p.radiometry.min_band_std} must be >= 0"),
         (p.selection.max_patches >= 1, f"pipeline.selection.max_patches={p.selection.max_patches} must be >= 1"),
         (p.selection.outlier_rmse > 0, f"pipeline.selection.outlier_rmse={p.selection.outlier_rmse} must be > 0"),
+        (p.selection.max_residual_m >= 0,
+         f"pipeline.selection.max_residual_m={p.selection.max_residual_m} must be >= 0 (0: off)"),
+        (1 <= p.residual_iterations <= 10, f"pipeline.residual_iterations={p.residual_iterations} must be in [1, 10]"),
         (all(1 <= b <= 8 for b in p.masks.mg2_invalid_bits),
          f"pipeline.masks.mg2_invalid_bits={list(p.masks.mg2_invalid_bits)}: MG2 bit numbers are 1..8"),
         (cfg.device.name in ("auto", "cpu", "cuda") or (cfg.device.name.startswith("cuda:")

@@ -11,8 +11,9 @@ Layout per site folder (paper Tables 3 and 4):
   ``{id}_20m_b5b6b7b8a.pt``: int16 tensors ``[n, 4, H, W]``, reflectance x :data:`SCALE`;
 - ``{id}_patches.gpkg``: one polygon per patch, in tensor order;
 - ``index.csv`` (tab-separated, the columns of Table 4 exactly), ``pairs_details.tsv`` (what the
-  paper does not record), ``summary.json`` (the last run), ``manifest.json`` (what made the folder
-  and which files the runs wrote).
+  paper does not record), ``patches.tsv`` (per patch: its measured residual misregistration),
+  ``summary.json`` (the last run), ``manifest.json`` (what made the folder and which files the runs
+  wrote).
 """
 
 from __future__ import annotations
@@ -153,7 +154,12 @@ class DetailsRow:
     fit_excluded: int
     dropped_selection: int
     dropped_outlier: int
+    dropped_residual: int
     patches_kept: int
+    res10_median_m: str
+    res10_p95_m: str
+    res20_median_m: str
+    res20_p95_m: str
     w_10m: str
     w_20m: str
     device: str
@@ -165,14 +171,26 @@ class DetailsRow:
 
 DETAIL_COLUMNS = [f.name for f in fields(DetailsRow)]
 
+#: Per kept patch (``patches.tsv``, one row per patch of every pair, in tensor order; also the
+#: attributes of the GeoPackages): the residual misregistration of each band group after the
+#: registration (metres, x east / y north: a feature at q in VENuS is at q + (dx, dy) in Sentinel-2),
+#: the texture and RMSE of its measurement, and whether it converged.
+RESIDUAL_COLUMNS = ["res10_dx_m", "res10_dy_m", "res20_dx_m", "res20_dy_m", "res10_texture", "res20_texture",
+                    "res10_rmse", "res20_rmse", "res10_converged", "res20_converged"]
+PATCH_COLUMNS = ["pair_id", "patch", "grid_index", *RESIDUAL_COLUMNS]
+PATCHES_FILE = "patches.tsv"
+
 
 class TableError(ValueError):
     """An output table is not what the layout writes (format, columns, names)."""
 
 
-def read_table(path: Path, columns: list[str], required: bool = False) -> list[dict]:
+def read_table(path: Path, columns: list[str], required: bool = False,
+               drop_partial_last_line: bool = False) -> list[dict]:
     """Rows of a tab-separated table written by the layout, checked: UTF-8 text, the header holds
     ``columns`` (in order, extra columns after them allowed), every row as long as the header.
+    ``drop_partial_last_line``: an append-only table may end with a line cut by a crash (no newline):
+    it is ignored.
 
     Raises:
         TableError: the file is something else (the message names it and what is wrong).
@@ -188,6 +206,8 @@ def read_table(path: Path, columns: list[str], required: bool = False) -> list[d
         raise TableError(f"{path}: not a UTF-8 text table ({exc})") from exc
     if "\x00" in text:
         raise TableError(f"{path}: binary content, not a tab-separated table")
+    if drop_partial_last_line and text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
     reader = csv.reader(text.splitlines(), delimiter="\t")
     header = next(reader, None)
     if header is None:

@@ -12,6 +12,9 @@ import torch
 class SelectionConfig:
     max_patches: int = 500  # paper: at most 500 patches per pair
     outlier_rmse: float = 0.02  # paper: RMSE(S2 10 m, fitted VENuS at 10 m) above this is dropped
+    #: ours: patches whose measured residual misregistration (10 m or 20 m group, metres) exceeds
+    #: this, or whose measurement did not converge, are dropped; 0 = off (the paper's counts)
+    max_residual_m: float = 0.0
 
 
 def pair_generator(seed: int, pair_id: str) -> torch.Generator:

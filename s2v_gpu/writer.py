@@ -45,6 +45,9 @@ from .layout import (
     INDEX_FILE,
     LOCK_FILE,
     MANIFEST_FILE,
+    PATCH_COLUMNS,
+    PATCHES_FILE,
+    RESIDUAL_COLUMNS,
     SCALE,
     SUMMARY_FILE,
     Layout,
@@ -131,12 +134,13 @@ def write_tensor(path: Path, tensor: torch.Tensor) -> None:
     atomic_write(path, write)
 
 
-def write_patches_gpkg(path: Path, bounds, grid_index, crs, pair_id: str, extra: dict[str, list] | None = None) -> None:
+def write_patches_gpkg(path: Path, bounds, grid_index, crs, pair_id: str,
+                       extra: dict[str, list] | None = None) -> None:
     """One polygon per patch, in tensor order: ``pair_id``, ``patch``, ``grid_index`` and ``extra``
-    columns (name -> one float per patch)."""
-    extra = extra or {}
-    schema = {"geometry": "Polygon", "properties": {"pair_id": "str", "patch": "int", "grid_index": "int",
-                                                     **{k: "float" for k in extra}}}
+    columns (name -> one value per patch: bools are written as int, the rest as float)."""
+    extra = {k: list(v) for k, v in (extra or {}).items()}
+    kinds = {k: "int" if v and isinstance(v[0], bool) else "float" for k, v in extra.items()}
+    schema = {"geometry": "Polygon", "properties": {"pair_id": "str", "patch": "int", "grid_index": "int", **kinds}}
 
     def write(tmp: Path) -> None:
         with fiona.open(tmp, "w", driver="GPKG", schema=schema, crs=FionaCRS.from_wkt(crs.to_wkt()),
@@ -144,7 +148,8 @@ def write_patches_gpkg(path: Path, bounds, grid_index, crs, pair_id: str, extra:
             for k, ((left, bottom, right, top), g) in enumerate(zip(bounds, grid_index)):
                 ring = [(left, top), (right, top), (right, bottom), (left, bottom), (left, top)]
                 props = {"pair_id": pair_id, "patch": k, "grid_index": int(g),
-                         **{name: float(values[k]) for name, values in extra.items()}}
+                         **{name: (int if kinds[name] == "int" else float)(values[k])
+                            for name, values in extra.items()}}
                 dst.write({"geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": props})
 
     atomic_write(path, write)
@@ -339,6 +344,7 @@ class SiteWriter:
         try:
             rows = read_index_rows(self.site_dir)
             details = read_table(self.site_dir / DETAILS_FILE, DETAIL_COLUMNS)
+            patches = read_table(self.site_dir / PATCHES_FILE, PATCH_COLUMNS, drop_partial_last_line=True)
         except (TableError, UnsafeNameError) as exc:
             raise OutputFolderError(f"{exc}; the folder's tables are damaged: choose a new paths.dataset or "
                                     "overwrite=true") from exc
@@ -359,6 +365,9 @@ class SiteWriter:
             self._remove(self.manifest["pairs"].pop(pid), f"of the pair {pid}, not in the index")
         self.index_rows = kept
         self.details = {d["pair_id"]: d for d in details if d["pair_id"] in kept_ids}
+        kept_patches = [p for p in patches if p["pair_id"] in kept_ids]
+        if len(kept_patches) != len(patches) or not (self.site_dir / PATCHES_FILE).exists():
+            write_tsv(self.site_dir / PATCHES_FILE, kept_patches, PATCH_COLUMNS)
         if len(kept) != len(rows) or len(self.details) != len(details):
             self._write_tables()
 
@@ -372,7 +381,7 @@ class SiteWriter:
     def _remove_all(self, m: dict) -> None:
         for names in list(m["pairs"].values()) + list(m["pending"].values()):
             self._remove(names, "overwrite=true")
-        self._remove(list(m["files"]) + [INDEX_FILE, DETAILS_FILE, SUMMARY_FILE], "overwrite=true")
+        self._remove(list(m["files"]) + [INDEX_FILE, DETAILS_FILE, PATCHES_FILE, SUMMARY_FILE], "overwrite=true")
 
     def _save_manifest(self) -> None:
         write_json(self.site_dir / MANIFEST_FILE, self.manifest)
@@ -389,7 +398,8 @@ class SiteWriter:
         return {r["venus_product_id"]: pair_id_of_row(r) for r in self.index_rows}
 
     def write_pair(self, names: dict[str, str], tensors: dict[str, torch.Tensor | Callable[[], torch.Tensor]],
-                   write_gpkg: Callable[[Path], None], index_row: dict, details_row: dict) -> None:
+                   write_gpkg: Callable[[Path], None], index_row: dict, details_row: dict,
+                   patch_rows: list[dict] | None = None) -> None:
         """Write a pair's tensors (keyed by index column) and GeoPackage, then its rows (index last).
 
         Raises:
@@ -411,6 +421,7 @@ class SiteWriter:
             self.manifest["pairs"][pid] = self.manifest["pending"].pop(pid)
             self._save_manifest()
             self.details[pid] = details_row
+            self._append_patches(patch_rows or [])
             self.index_rows = sorted(self.index_rows + [index_row], key=lambda r: (r["date"], r["s2_tile"],
                                                                                  r["venus_product_id"]))
             self._write_tables()
@@ -422,6 +433,22 @@ class SiteWriter:
             self.index_rows = [r for r in self.index_rows if pair_id_of_row(r) != pid]
             self._save_manifest()
             raise
+
+    def _append_patches(self, rows: list[dict]) -> None:
+        """Append a pair's rows to ``patches.tsv`` (rewriting the whole table at every pair would cost
+        O(pairs^2)); rows of a pair that did not reach the index are dropped at the next load, and a
+        partial last line is ignored."""
+        if not rows:
+            return
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=PATCH_COLUMNS, delimiter="\t", lineterminator="\n",
+                       extrasaction="ignore").writerows(rows)
+        path = self.site_dir / PATCHES_FILE
+        try:
+            with open(path, "a") as fh:
+                fh.write(buf.getvalue())
+        except OSError as exc:
+            raise _write_error(path, exc) from exc
 
     def write_extra(self, name: str, text: str) -> None:
         """A file of the folder that is not a pair's (``LICENCE``), written once, recorded as ours."""
@@ -469,7 +496,8 @@ def pair_rows(cfg, pair, result, names: dict[str, str], seconds: float, device, 
         "registration_mode": r.mode, "n_matches": r.n_matches, "shift_spread_m": f"{r.spread_m:.3f}",
         "median_dx_m": f"{r.median_m[0]:.3f}", "median_dy_m": f"{r.median_m[1]:.3f}",
         **{k: s[k] for k in ("patches_total", "dropped_invalid", "fit_excluded", "dropped_selection",
-                             "dropped_outlier", "patches_kept")},
+                             "dropped_outlier", "dropped_residual", "patches_kept")},
+        **{k: f"{s[k]:.3f}" for k in ("res10_median_m", "res10_p95_m", "res20_median_m", "res20_p95_m")},
         "w_10m": _matrix(result.w_10), "w_20m": _matrix(result.w_20), "device": str(device),
         "seconds": f"{seconds:.2f}", "timings": ";".join(f"{k}={v:.3f}" for k, v in s["timings"].items()),
         "config_hash": config_hash, "software": software,
@@ -488,6 +516,13 @@ def write_pair(writer: SiteWriter, cfg, pair, result, names: dict[str, str], sec
                "tensor_10m_b2b3b4b8": lambda: to_int16(result.s2_10),
                "tensor_05m_b5b6b7b8a": lambda: to_int16(result.v05_20),
                "tensor_20m_b5b6b7b8a": lambda: to_int16(result.s2_20)}
+    extra = {k: result.patches[k].tolist() for k in RESIDUAL_COLUMNS if k in result.patches}
+    patch_rows = [{"pair_id": names["pair_id"], "patch": k, "grid_index": g,
+                   **{c: _cell(v[k]) for c, v in extra.items()}} for k, g in enumerate(result.patch_index)]
     writer.write_pair(names, tensors, lambda path: write_patches_gpkg(path, result.bounds, result.patch_index,
-                                                                      result.crs, names["pair_id"]),
-                      index_row, details)
+                                                                      result.crs, names["pair_id"], extra),
+                      index_row, details, patch_rows)
+
+
+def _cell(value) -> str:
+    return str(int(value)) if isinstance(value, bool) else f"{value:.4f}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..dataset import read_index
-from ..layout import DETAILS_FILE, INDEX_FILE, read_table
+from ..layout import DETAILS_FILE, INDEX_FILE, PATCH_COLUMNS, PATCHES_FILE, RESIDUAL_COLUMNS, read_table
 from . import figures as F
 from .metrics import ReportConfig, select_patches, site_metrics
 from .page import render
@@ -35,6 +35,34 @@ def _tables(entries) -> tuple[pd.DataFrame, pd.DataFrame]:
     return index, details
 
 
+def _patches(entries, index: pd.DataFrame) -> pd.DataFrame:
+    """The per-patch table of the sites (residual misregistration), with the site of each pair."""
+    tables = [pd.DataFrame(read_table(f / PATCHES_FILE, PATCH_COLUMNS, drop_partial_last_line=True))
+              for f in sorted({e.folder for e in entries}) if (f / PATCHES_FILE).exists()]
+    tables = [t for t in tables if len(t)]
+    if not tables:
+        return pd.DataFrame()
+    table = pd.concat(tables)
+    for c in RESIDUAL_COLUMNS:
+        table[c] = table[c].astype(float)
+    site_of = {e.pair_id: e.site for e in entries}
+    table["vns_site"] = table["pair_id"].map(site_of)
+    return table[table["vns_site"].notna()]
+
+
+def residual_table(patches: pd.DataFrame, res10: float = 10.0, res20: float = 20.0) -> pd.DataFrame:
+    """Per site and band group: patches, median and 95th percentile of the residual (metres and
+    low-resolution pixels)."""
+    rows = []
+    for site, group in patches.groupby("vns_site"):
+        for name, res in (("res10", res10), ("res20", res20)):
+            mag = (group[f"{name}_dx_m"] ** 2 + group[f"{name}_dy_m"] ** 2) ** 0.5
+            rows.append({"site": site, "group": "10 m" if name == "res10" else "20 m", "patches": len(mag),
+                         "median_m": mag.median(), "p95_m": mag.quantile(0.95), "median_px": mag.median() / res,
+                         "p95_px": mag.quantile(0.95) / res})
+    return pd.DataFrame(rows)
+
+
 def _flags(mdf: pd.DataFrame, details: pd.DataFrame, cfg: ReportConfig) -> tuple[list[str], list[str]]:
     flags = [f"{r.site} {r.band}: MAE {r.mae:.4f} > {cfg.max_mae}" for r in mdf.itertuples() if r.mae > cfg.max_mae]
     flags += [f"{r.site} {r.band}: RMSE {r.rmse:.4f} > {cfg.max_rmse}" for r in mdf.itertuples()
@@ -55,6 +83,9 @@ def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str 
         raise FileNotFoundError(f"{dataset}: no index.csv with any pair")
     sites = sorted({e.site for e in entries})
     index, details = _tables(entries)
+    patches = _patches(entries, index)
+    if len(patches):
+        residual_table(patches).to_csv(out / "residuals.tsv", sep="\t", index=False, float_format="%.4f")
     metrics, selections = {}, {}
     for site in sites:
         sel = select_patches([e for e in entries if e.site == site], cfg)
@@ -73,6 +104,8 @@ def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str 
         "rmse": ("RMSE per band and site (paper Fig. 11)", lambda: F.metric_table(mdf, "rmse")),
         "shifts_and_drops": ("Registration shifts and patches dropped by each rule",
                              (lambda: F.shifts_and_drops(details)) if len(details) else None),
+        "residuals": ("Residual misregistration of the patches (ours: per patch, after the registration)",
+                      (lambda: F.residuals(patches, sites)) if len(patches) else None),
         "sample_patches": ("Sample patches (paper Fig. 12)", lambda: F.sample_patches(entries, cfg)),
     }
     figures = {}
@@ -83,7 +116,8 @@ def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str 
             fig.savefig(out / f"{name}.png", dpi=90)
             figures[name] = title
     report = {"sites": sites, "metrics": metrics, "flags": flags, "weak_registrations": weak,
-              "selection": selections, "figures": list(figures)}
+              "selection": selections, "figures": list(figures),
+              "residuals": residual_table(patches).to_dict("records") if len(patches) else []}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.html").write_text(render(report, figures, mdf, index, details))
     log.info("quality report written to %s (%d flags, %d weak registrations)", out / "report.html", len(flags),

@@ -22,6 +22,9 @@ def render(report: dict, figures: dict[str, str], mdf: pd.DataFrame, index: pd.D
     parts.append("</ul><h2>MAE and RMSE per site and band</h2>")
     parts.append(mdf.pivot(index="site", columns="band", values="mae").to_html(float_format="%.4f"))
     parts.append(mdf.pivot(index="site", columns="band", values="rmse").to_html(float_format="%.4f"))
+    if report.get("residuals"):
+        parts.append("<h2>Residual misregistration per site (metres and low-resolution pixels)</h2>")
+        parts.append(pd.DataFrame(report["residuals"]).to_html(index=False, float_format="%.3f"))
     for name, title in figures.items():
         parts.append(f"<h2>{esc(title)}</h2><img src='{name}.png' alt='{esc(title)}'>")
     parts.append("<h2>Pairs</h2>")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .distortion import DistortionConfig
+
 
 @dataclass
 class SyntheticDate:
@@ -84,6 +86,8 @@ class SyntheticConfig:
     write_sre: bool = False
     #: Keep the written arrays in memory (tests compare reads against them).
     keep_arrays: bool = False
+    #: Local distortions of VENuS (parallax of what the DEM misses): ``none`` by default
+    distortion: DistortionConfig = field(default_factory=DistortionConfig)
 
 
 def preset(name: str, **overrides) -> SyntheticConfig:

@@ -20,6 +20,7 @@ from rasterio.warp import transform as warp_transform
 
 from ..bands import GROUP_10M, GROUP_20M, S2_GROUPS, S2_MTF, S2_RESOLUTION, VENUS_BANDS, mtf_sigma_m
 from .config import SyntheticConfig, SyntheticDate
+from .distortion import DISPLACEMENT_FILE, DisplacementField
 from .landscape import S2_SPECTRA, VENUS_SPECTRA, Landscape
 from .sensor import CloudField, Rendered, render
 from .writer import GroupRasters, ProductSpec, write_product
@@ -174,6 +175,7 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
     s2_epsg, s2_ulx, s2_uly, s2_w_m, s2_h_m = _s2_window(cfg)
     to_ground = _to_ground(s2_epsg, cfg.epsg)
     truth = _truth(cfg, site_bounds, venus_zenith, gains, offsets, (s2_epsg, s2_ulx, s2_uly, s2_w_m, s2_h_m))
+    displacement = _distortion(cfg, landscape, site_bounds, venus_zenith, out_dir, truth)
     archive = SyntheticArchive(out_dir, truth, [])
     for k, d in enumerate(cfg.dates):
         day = datetime.strptime(d.date, "%Y-%m-%d").replace(tzinfo=UTC)
@@ -185,7 +187,7 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
         if d.venus:
             name = f"VENUS-XS_{venus_time:%Y%m%d-%H%M%S}-000_L2A_{cfg.site}_C_V2-2"
             archive.products.append(_venus_product(cfg, d, k, name, venus_time, landscape, factor, venus_zenith,
-                                                   site_bounds, rng, out_dir, archive))
+                                                   site_bounds, rng, out_dir, archive, displacement))
             entry["venus"] = name
             entry["venus_cloud_fraction"] = float(archive.arrays[name]["XS"].flags["cloud"].mean())
         if d.s2:
@@ -203,8 +205,24 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
     return archive
 
 
+def _distortion(cfg, landscape, site_bounds, venus_zenith, out_dir: Path, truth: dict):
+    """The VENuS displacement field of ``cfg.distortion`` (None for ``none``), written with the truth."""
+    if cfg.distortion.preset == "none":
+        return None
+    field = DisplacementField(cfg.distortion, landscape, site_bounds, venus_zenith, cfg.seed)
+    field.write(out_dir / DISPLACEMENT_FILE, f"EPSG:{cfg.epsg}")
+    magnitude = np.hypot(field.dx, field.dy)
+    truth["distortion"] = {
+        "file": DISPLACEMENT_FILE, "preset": cfg.distortion.preset,
+        "convention": "VENuS pixel p shows the ground at p - D(p): a feature at g appears at g + D(g) "
+                      "(bands: D east, D north, metres, 20 m cells)",
+        "median_m": float(np.median(magnitude)), "p95_m": float(np.quantile(magnitude, 0.95)),
+    }
+    return field
+
+
 def _venus_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, zenith, site_bounds, rng,
-                   out_dir, archive) -> Path:
+                   out_dir, archive, field=None) -> Path:
     clouds = CloudField.for_area(cfg.seed * 1000 + 10 * k + 1, d.venus_cloud, site_bounds)
 
     def values(gx, gy):
@@ -214,7 +232,7 @@ def _venus_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, zeni
     sigma = mtf_sigma_m(cfg.venus_mtf, 5.0)
     shape = (cfg.size_px, cfg.size_px)
     rendered = render(landscape, values, [sigma] * len(VENUS_BANDS), tuple(cfg.origin), 5.0, shape,
-                      cfg.render_step_m, clouds=clouds)
+                      cfg.render_step_m, clouds=clouds, displacement=field)
     nodata = _corner(shape, cfg.venus_edge_fraction, "bottom_right")
     transform = Affine(5.0, 0, cfg.origin[0], 0, -5.0, cfg.origin[1])
     arrays = _finish(rendered, VENUS_BANDS, VENUS_QUANT, nodata, rng, cfg, transform, cfg.epsg, np.uint16)

@@ -118,6 +118,7 @@ def render(
     clouds: CloudField | None = None,
     to_ground: ToGround | None = None,
     strip_rows: int = 128,
+    displacement: ToGround | None = None,
 ) -> Rendered:
     """Render ``len(sigmas_m)`` bands of a sensor grid.
 
@@ -133,6 +134,8 @@ def render(
         clouds: the product's clouds (None: clear sky).
         to_ground: sensor CRS -> ground CRS, when they differ.
         strip_rows: output rows rendered at a time (bounds memory for full-size sites).
+        displacement: a local geolocation error field (x, y) -> (dx, dy) metres: position p shows the
+            ground at p - shift - displacement(p) (see :mod:`s2v_gpu.synthetic.distortion`).
     """
     nf = int(round(res / step))
     if abs(nf * step - res) > 1e-9:
@@ -150,6 +153,9 @@ def render(
         if to_ground is not None:
             xs, ys = to_ground(xs, ys)
         gx, gy = xs - shift_m[0], ys - shift_m[1]
+        if displacement is not None:
+            ddx, ddy = displacement(xs, ys)
+            gx, gy = gx - ddx, gy - ddy
         values, cls = band_values(gx, gy)
         values, alpha, beta = _under_clouds(values, clouds, gx, gy)
         out.refl[:, r0:r1] = _integrate(values, taps, margin, nf, r1 - r0, w)
