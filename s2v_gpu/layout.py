@@ -174,9 +174,12 @@ DETAIL_COLUMNS = [f.name for f in fields(DetailsRow)]
 #: Per kept patch (``patches.tsv``, one row per patch of every pair, in tensor order; also the
 #: attributes of the GeoPackages): the residual misregistration of each band group after the
 #: registration (metres, x east / y north: a feature at q in VENuS is at q + (dx, dy) in Sentinel-2),
-#: the texture and RMSE of its measurement, and whether it converged.
+#: the texture and RMSE of its measurement, and whether it converged; with the local registration
+#: model, the field applied to the patch on top of the global shift (metres) and whether it was
+#: supported by enough tiles (``local_trusted``; an untrusted patch keeps the global shift).
 RESIDUAL_COLUMNS = ["res10_dx_m", "res10_dy_m", "res20_dx_m", "res20_dy_m", "res10_texture", "res20_texture",
-                    "res10_rmse", "res20_rmse", "res10_converged", "res20_converged"]
+                    "res10_rmse", "res20_rmse", "res10_converged", "res20_converged", "local_dx_m", "local_dy_m",
+                    "local_trusted"]
 PATCH_COLUMNS = ["pair_id", "patch", "grid_index", *RESIDUAL_COLUMNS]
 PATCHES_FILE = "patches.tsv"
 

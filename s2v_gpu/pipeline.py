@@ -14,10 +14,12 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from .bands import GROUP_10M, GROUP_20M
 from .errors import S2VError
 from .grids import CommonGrid, common_grid, is_aligned, read_on_grid, translated
+from .local import field_image, resample_patches, robust_field, sigma_for, tile_measurements
 from .mtf import band_sigmas_px, mtf_downsample
 from .pairing import Pair
 from .patches import PatchConfig, patch_bounds, take_patches, valid_triplets
@@ -131,8 +133,10 @@ def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu
                           f"by one {cfg.patches.size_5m}-pixel patch")
     # Sentinel-2 pixels read around the grid: the largest shift accepted plus the kernel's reach
     extra = KERNELS[cfg.shift_kernel].reach + cfg.read_margin_extra_px
-    margin = int(math.ceil(cfg.registration.max_distance_m / 10.0)) + extra
-    margin20 = int(math.ceil(cfg.registration.max_distance_m / 20.0)) + extra
+    reach_m = cfg.registration.max_distance_m + (cfg.registration.local_max_field_m
+                                                 if cfg.registration.model == "local" else 0.0)
+    margin = int(math.ceil(reach_m / 10.0)) + extra
+    margin20 = int(math.ceil(reach_m / 20.0)) + extra
     kw = {"kind": cfg.reflectance, "masks": cfg.masks, "device": device, "kernel": cfg.shift_kernel}
     aligned = is_aligned(s2.grid("R1"), grid.at(10.0)) and is_aligned(s2.grid("R2"), grid.at(20.0))
     v = read_on_grid(venus, VENUS_BANDS_READ, grid.at(5.0), **kw)
@@ -261,12 +265,15 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
         raise PairSkipped(f"{pid}: no valid VENuS pixel in the common footprint ({pair.venus.name})")
     if not inputs.s10.valid.any():
         raise PairSkipped(f"{pid}: no valid Sentinel-2 pixel in the common footprint ({pair.s2.name})")
-    reg = register(*registration_inputs(inputs), 10.0, cfg.registration, kernel=cfg.shift_kernel)
+    blue = registration_inputs(inputs)
+    reg = register(*blue, 10.0, cfg.registration, kernel=cfg.shift_kernel)
     lap("register")
     if not reg.ok:
         raise PairSkipped(f"{pid}: registration refused: {reg.reason}")
     r10, ok10, r20, ok20 = shift_sentinel2(inputs, reg, cfg, device)
     lap("shift")
+    field = local_field(blue, r10[0], ok10, inputs, reg, cfg)
+    lap("local")
     cand = valid_candidates(pid, v.valid, r10, ok10, r20, ok20, size)
     lap("patchify")
     venus_at_s2_resolution(v, cand, size)
@@ -276,10 +283,62 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
     lap("fit")
     chosen, selected = select_patches(pid, cand, w10, cfg.selection, gen)
     lap("select")
+    before_local = selected.numel()
+    local, selected = apply_local_field(pid, field, inputs, reg, cand, selected, cfg)
+    lap("local")
     residuals, final = residuals_of(pid, cand, selected, w10, w20, cfg)
+    residuals.update({k: v[torch.isin(selected, final).cpu()] for k, v in local.items()})
+    reg.extra["dropped_local"] = before_local - selected.numel()
     lap("residuals")
     return _result(pair, inputs, cand, reg, (w10, w20, fit_keep, n10, n20), (chosen, selected, final), residuals,
                    cfg, lap)
+
+
+def local_field(blue, s2_blue: torch.Tensor, s2_ok: torch.Tensor, inputs: PairInputs, reg, cfg: PipelineConfig):
+    """``registration.model=local``: the smooth field of the residual translations of the 10 m blue
+    tiles after the global shift (None for the translation model, or off the VENuS grid, where the
+    field is not applied: the raw Sentinel-2 pixels are not on the grid)."""
+    rc = cfg.registration
+    if rc.model != "local" or not inputs.s2_aligned:
+        return None
+    ref, _, ref_valid, _ = blue
+    centres, shifts, texture, _ = tile_measurements(ref, s2_blue, ref_valid, s2_ok, rc.local_tile_px)
+    reg.mode = f"{reg.mode}+local"
+    reg.extra["local_tiles"] = int(centres.shape[0])
+    return robust_field(centres, shifts, texture, sigma_for(rc.local_tile_px, rc.local_smoothing_tiles),
+                        rc.local_max_disagreement_px)
+
+
+def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates, selected: torch.Tensor,
+                      cfg: PipelineConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Each selected patch resampled once from the raw Sentinel-2 at the global shift plus the field,
+    pixel by pixel (where the field is supported by enough tiles and within the read margin;
+    elsewhere the patch keeps the global shift and is flagged untrusted). Returns the mean field
+    applied to each patch (metres), its trust flag, and the patches still valid."""
+    n = selected.numel()
+    if field is None:
+        zeros = torch.zeros(n, dtype=torch.float64)
+        return {"local_dx_m": zeros, "local_dy_m": zeros, "local_trusted": torch.ones(n, dtype=torch.bool)}, selected
+    size, rc, ids = cfg.patches.size_5m, cfg.registration, cand.ids[selected]
+    f10, support = field_image(field, inputs.grid.height // 2, inputs.grid.width // 2, rc.local_tile_px)
+    f10 = take_patches(f10.to(cand.s10.device), size // 2, ids)  # (N, 2, s, s)
+    low = take_patches(support[None].to(cand.s10.device), size // 2, ids).flatten(1).mean(1)
+    d = torch.tensor(reg.shift_px, dtype=f10.dtype, device=f10.device).view(1, 2, 1, 1)
+    room = inputs.margin20 - KERNELS[cfg.shift_kernel].reach - 1.0 - d.abs().max() / 2  # at 20 m, the tighter
+    trusted = (low >= rc.local_min_support) & (f10.flatten(2).abs().amax((1, 2)) / 2 <= room)
+    f10 = f10 * trusted.view(-1, 1, 1, 1)
+    k = cfg.shift_kernel
+    s10, ok10 = resample_patches(inputs.s10.reflectance, inputs.s10.valid, inputs.margin, size // 2, ids, d + f10, k)
+    f20 = F.avg_pool2d(f10, 2) / 2
+    s20, ok20 = resample_patches(inputs.s20.reflectance, inputs.s20.valid, inputs.margin20, size // 4, ids,
+                                 d / 2 + f20, k)
+    ok = ok10 & ok20
+    if not ok.any():
+        raise PairSkipped(f"{pid}: no selected patch stays valid under the local field")
+    cand.s10[selected], cand.s20[selected] = s10.to(cand.s10.dtype), s20.to(cand.s20.dtype)
+    mean = f10.mean((2, 3)).double().cpu()
+    out = {"local_dx_m": mean[:, 0] * 10.0, "local_dy_m": -mean[:, 1] * 10.0, "local_trusted": trusted.cpu()}
+    return {key: value[ok.cpu()] for key, value in out.items()}, selected[ok]
 
 
 def residuals_of(pid: str, cand: Candidates, final: torch.Tensor, w10: torch.Tensor, w20: torch.Tensor,
@@ -318,8 +377,9 @@ def _result(pair, inputs: PairInputs, cand: Candidates, reg, fit, selection, res
     stats = {
         "patches_total": cand.n_total, "patches_valid": n_valid, "dropped_invalid": cand.n_total - n_valid,
         "fit_excluded": int((~fit_keep).sum()), "dropped_selection": n_valid - int(chosen.numel()),
-        "dropped_outlier": int(chosen.numel() - selected.numel()),
+        "dropped_outlier": int(chosen.numel() - selected.numel()) - int(reg.extra.get("dropped_local", 0)),
         "dropped_residual": int(selected.numel() - final.numel()), "patches_kept": int(final.numel()),
+        "dropped_local": int(reg.extra.get("dropped_local", 0)),
         "fit_pixels_10m": n10, "fit_pixels_20m": n20,
         "common_grid": [inputs.grid.left, inputs.grid.top, inputs.grid.width, inputs.grid.height],
         "venus_zenith": inputs.venus.metadata.mean_viewing_zenith, "timings": lap.timings,

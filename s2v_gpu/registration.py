@@ -41,6 +41,14 @@ from .resample import sample_points
 log = logging.getLogger(__name__)
 
 
+class RegistrationModel(enum.StrEnum):
+    """``translation``: one global shift per pair (the paper); ``local``: plus a smooth displacement
+    field measured on tiles (see :mod:`s2v_gpu.local`), each patch resampled at its own translation."""
+
+    translation = "translation"
+    local = "local"
+
+
 class RegistrationMode(enum.StrEnum):
     """``paper``: plain mean of the SIFT matches within the distance window on every tile (the
     paper's recipe); ``robust``: trimmed mean of the matches on the most valid tiles, refined by
@@ -82,6 +90,20 @@ class RegistrationConfig:
     refine_max_jump_px: float = 2.0
     #: Tukey biweight constant of the refinement's IRLS (4.685: 95 % efficiency on Gaussian residuals)
     tukey_c: float = 4.685
+    #: ``translation`` (the paper, default until measured better on real sites) or ``local``
+    model: RegistrationModel = RegistrationModel.translation
+    #: local model: tiles (10 m pixels) on which the residual translation is measured
+    local_tile_px: int = 32
+    #: local model: standard deviation of the field's Gaussian kernel, in tiles
+    local_smoothing_tiles: float = 0.75
+    #: local model: a tile further than this (pixels) from the field of its neighbours is rejected
+    local_max_disagreement_px: float = 0.5
+    #: local model: below this mean kernel support over a patch (in typical tiles) the patch keeps
+    #: the global translation and is flagged untrusted
+    local_min_support: float = 0.5
+    #: local model: the largest field (metres) applied on top of the global shift (Sentinel-2 is read
+    #: that much further around the grid); a patch needing more keeps the global shift, flagged
+    local_max_field_m: float = 20.0
 
 
 @dataclass

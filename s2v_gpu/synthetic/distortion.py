@@ -34,7 +34,7 @@ class DistortionConfig:
     #: ``none`` (no local distortion: the default demo), ``flat``, ``hilly`` or ``urban``
     preset: str = "none"
     dem_error_m: float = 0.0  # standard deviation of the smooth DEM error
-    dem_error_scale_m: float = 1200.0  # its correlation length
+    dem_error_scale_m: float = 3000.0  # its correlation length (kilometres for SRTM-like DEMs)
     canopy_height_m: float = 0.0  # forests (not in the DEM)
     building_height_m: float = 0.0  # towns (not in the DEM)
     #: VENuS viewing zenith (degrees); None: the site's zenith of the ground truth
@@ -45,8 +45,8 @@ class DistortionConfig:
 PRESETS = {
     "none": {},
     "flat": dict(dem_error_m=1.0),
-    "hilly": dict(dem_error_m=12.0, canopy_height_m=15.0),
-    "urban": dict(dem_error_m=4.0, canopy_height_m=10.0, building_height_m=25.0),
+    "hilly": dict(dem_error_m=12.0, dem_error_scale_m=3000.0, canopy_height_m=15.0),
+    "urban": dict(dem_error_m=4.0, dem_error_scale_m=3000.0, canopy_height_m=10.0, building_height_m=25.0),
 }
 
 

@@ -152,10 +152,7 @@ def render(
         xs, ys = np.meshgrid(cols, rows)
         if to_ground is not None:
             xs, ys = to_ground(xs, ys)
-        gx, gy = xs - shift_m[0], ys - shift_m[1]
-        if displacement is not None:
-            ddx, ddy = displacement(xs, ys)
-            gx, gy = gx - ddx, gy - ddy
+        gx, gy = _ground(xs, ys, shift_m, displacement)
         values, cls = band_values(gx, gy)
         values, alpha, beta = _under_clouds(values, clouds, gx, gy)
         out.refl[:, r0:r1] = _integrate(values, taps, margin, nf, r1 - r0, w)
@@ -168,6 +165,15 @@ def render(
     out.cloud = _dilate(out.cloud)
     out.shadow = _dilate(out.shadow) & ~out.cloud
     return out
+
+
+def _ground(xs: np.ndarray, ys: np.ndarray, shift_m, displacement) -> tuple[np.ndarray, np.ndarray]:
+    """The ground a product shows at positions (xs, ys): moved by the global shift and the local field."""
+    gx, gy = xs - shift_m[0], ys - shift_m[1]
+    if displacement is None:
+        return gx, gy
+    ddx, ddy = displacement(xs, ys)
+    return gx - ddx, gy - ddy
 
 
 def _block(a: np.ndarray, reduce: str, margin: int, nf: int, shape: tuple[int, int]) -> np.ndarray:
