@@ -38,17 +38,15 @@ step() {
   return $rc
 }
 
-install() {
-  if [ -d .device_wheels ] && ls .device_wheels/*.whl > /dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/s2v_site \
-      .device_wheels/*.whl || return 1
-  fi
-  "$PY" -c "import s2v_gpu.run, kornia, rasterio, fiona, hydra; print('imports ok')"
-}
+# the carried wheels (if any) into /tmp/s2v_site, then an import check of what the pipeline needs
+install_cmd='if [ "$1" = cuda ] && ls .device_wheels/*.whl > /dev/null 2>&1; then
+  "$0" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/s2v_site \
+    .device_wheels/*.whl || exit 1; fi
+"$0" -c "import s2v_gpu.run, kornia, rasterio, fiona, hydra; print(\"imports ok\")"'
 [ -d .device_wheels ] && export PYTHONPATH="/tmp/s2v_site:$PWD${PYTHONPATH:+:$PYTHONPATH}" \
   || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-step install 120 install
+step install 120 bash -c "$install_cmd" "$PY" "$mode"  # (the wheels are the device's: Python 3.12)
 step env 30 "$PY" scripts/device_env.py "$out/env.json"
 if [ "$mode" = cuda ]; then
   step tests 150 "$PY" -m pytest -q -x -p no:cacheprovider -k "cuda" tests
