@@ -43,6 +43,7 @@ from .layout import (
     DETAILS_FILE,
     INDEX_COLUMNS,
     INDEX_FILE,
+    LICENCE_FILE,
     LOCK_FILE,
     MANIFEST_FILE,
     PATCH_COLUMNS,
@@ -53,6 +54,7 @@ from .layout import (
     Layout,
     TableError,
     UnsafeNameError,
+    check_file_name,
     check_name,
     pair_id_of_row,
     read_index_rows,
@@ -302,6 +304,17 @@ class SiteWriter:
         if not ok:
             raise OutputFolderError(f"{path}: not a manifest of this version (format {m.get('format')!r}); "
                                     "choose a new paths.dataset")
+        # every name it lists must be one the writer makes: a tampered manifest never names other files
+        try:
+            for names in list(m["pairs"].values()) + list(m["pending"].values()):
+                for name in names:
+                    check_file_name(name, "file")
+        except (UnsafeNameError, TypeError, AttributeError) as exc:
+            raise OutputFolderError(f"{path}: lists a name that is not a file of the layout ({exc}); "
+                                    "choose a new paths.dataset") from exc
+        if any(name != LICENCE_FILE for name in m["files"]):
+            raise OutputFolderError(f"{path}: lists files the writer does not make ({m['files']}); "
+                                    "choose a new paths.dataset")
         return m
 
     def _load(self) -> None:
@@ -414,6 +427,7 @@ class SiteWriter:
                              f"written for this pair by this run; refusing to overwrite it (pair {pid} not written)")
         self.manifest["pending"][pid] = files
         self._save_manifest()
+        appended_at = None
         try:
             for column, tensor in tensors.items():
                 write_tensor(self._path(names[column]), tensor() if callable(tensor) else tensor)
@@ -421,11 +435,12 @@ class SiteWriter:
             self.manifest["pairs"][pid] = self.manifest["pending"].pop(pid)
             self._save_manifest()
             self.details[pid] = details_row
-            self._append_patches(patch_rows or [])
+            appended_at = self._append_patches(patch_rows or [])
             self.index_rows = sorted(self.index_rows + [index_row], key=lambda r: (r["date"], r["s2_tile"],
                                                                                  r["venus_product_id"]))
             self._write_tables()
         except BaseException:
+            self._truncate_patches(appended_at)
             self._remove(files, f"its pair {pid} did not complete")
             self.manifest["pairs"].pop(pid, None)
             self.manifest["pending"].pop(pid, None)
@@ -434,21 +449,32 @@ class SiteWriter:
             self._save_manifest()
             raise
 
-    def _append_patches(self, rows: list[dict]) -> None:
+    def _append_patches(self, rows: list[dict]) -> int | None:
         """Append a pair's rows to ``patches.tsv`` (rewriting the whole table at every pair would cost
-        O(pairs^2)); rows of a pair that did not reach the index are dropped at the next load, and a
+        O(pairs^2)). Returns the table's size before the append (:meth:`_truncate_patches` undoes it);
+        rows of a pair that did not reach the index are dropped at the next load anyway, and a
         partial last line is ignored."""
         if not rows:
-            return
+            return None
         buf = io.StringIO()
         csv.DictWriter(buf, fieldnames=PATCH_COLUMNS, delimiter="\t", lineterminator="\n",
                        extrasaction="ignore").writerows(rows)
         path = self.site_dir / PATCHES_FILE
+        size = path.stat().st_size if path.exists() else 0
         try:
             with open(path, "a") as fh:
                 fh.write(buf.getvalue())
         except OSError as exc:
+            self._truncate_patches(size)
             raise _write_error(path, exc) from exc
+        return size
+
+    def _truncate_patches(self, size: int | None) -> None:
+        """Cut ``patches.tsv`` back to ``size`` bytes (a failed pair leaves no row, whole or partial)."""
+        path = self.site_dir / PATCHES_FILE
+        if size is not None and path.exists() and path.stat().st_size > size:
+            with open(path, "r+") as fh:
+                fh.truncate(size)
 
     def write_extra(self, name: str, text: str) -> None:
         """A file of the folder that is not a pair's (``LICENCE``), written once, recorded as ours."""

@@ -282,3 +282,37 @@ def test_published_prefix_rule():
     assert published_prefix("VENUS-XS_20180616-105512-000_L2A_BAMBENW2_C_V2-2") == "BAMBENW2"
     assert published_prefix("VENUS-XS_20180616-105512-000_L2A_SUDOUE-2_C_V2-2") == "SUDOUE-2"
     assert published_prefix("VENUS-XS_20180616-105512-000_L2A_SO1_C_V2-2") == "SO1_C_V2"
+
+
+def test_a_tampered_manifest_cannot_name_files_to_delete(corpus, tmp_path):
+    import json
+
+    _run(corpus, tmp_path)
+    site = tmp_path / "ds" / "SYNTH-1"
+    (site / "thesis.tex").write_text("mine")
+    manifest = json.loads((site / "manifest.json").read_text())
+    manifest["pending"]["x"] = ["thesis.tex"]
+    (site / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(OutputFolderError, match="not a file of the layout"):
+        _run(corpus, tmp_path)
+    assert (site / "thesis.tex").read_text() == "mine"
+
+
+def test_a_pair_that_fails_after_its_patch_rows_leaves_none(corpus, tmp_path, monkeypatch):
+    import pandas as pd
+
+    import s2v_gpu.writer as writer
+
+    real = writer.write_tsv
+
+    def failing(path, rows, columns):
+        if path.name == "index.csv" and any(VICTIM in r["date"] for r in rows):
+            raise OSError(28, "No space left on device")
+        return real(path, rows, columns)
+
+    monkeypatch.setattr(writer, "write_tsv", failing)
+    summary = _run(corpus, tmp_path)
+    _assert_isolated(summary, tmp_path, "failed", "No space left on device")
+    table = pd.read_csv(tmp_path / "ds" / "SYNTH-1" / "patches.tsv", sep="\t")
+    assert not table["pair_id"].str.contains(VICTIM).any()
+    assert set(table["pair_id"]) == {f"SYNTH-1_31TCJ_{d}" for d in ("2018-06-02", "2018-06-22")}
