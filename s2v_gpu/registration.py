@@ -95,7 +95,7 @@ class RegistrationConfig:
     #: local model: tiles (10 m pixels) on which the residual translation is measured
     local_tile_px: int = 32
     #: local model: standard deviation of the field's Gaussian kernel, in tiles
-    local_smoothing_tiles: float = 0.75
+    local_smoothing_tiles: float = 0.5
     #: local model: a tile further than this (pixels) from the field of its neighbours is rejected
     local_max_disagreement_px: float = 0.5
     #: local model: below this mean kernel support over a patch (in typical tiles) the patch keeps

@@ -102,5 +102,9 @@ def test_the_report_of_a_published_folder_knows_its_site(published):
 
     report = build_report(published / "NARYN")
     assert report["sites"] == ["NARYN"]
+    # the per-patch residuals are reported per site: a table, histograms and a map
+    assert {"residuals", "residual_maps"} <= set(report["figures"])
+    assert [r["site"] for r in report["residuals"]] == ["NARYN", "NARYN"]
+    assert (published / "NARYN" / "report" / "residuals.tsv").exists()
     _, details = _tables(read_index(published / "NARYN"))
     assert len(details) == 3 and set(details["vns_site"]) == {"NARYN"} and details["dt_minutes"].notna().all()

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..dataset import read_index
@@ -47,7 +48,28 @@ def _patches(entries, index: pd.DataFrame) -> pd.DataFrame:
         table[c] = table[c].astype(float)
     site_of = {e.pair_id: e.site for e in entries}
     table["vns_site"] = table["pair_id"].map(site_of)
-    return table[table["vns_site"].notna()]
+    table = table[table["vns_site"].notna()].copy()
+    centres = _patch_centres(entries)
+    table["x"] = [centres.get((p, int(k)), (np.nan, np.nan))[0] for p, k in zip(table["pair_id"], table["patch"])]
+    table["y"] = [centres.get((p, int(k)), (np.nan, np.nan))[1] for p, k in zip(table["pair_id"], table["patch"])]
+    return table
+
+
+def _patch_centres(entries) -> dict[tuple[str, int], tuple[float, float]]:
+    """(pair id, patch) -> centre of its polygon in the GeoPackage (map coordinates)."""
+    import fiona
+
+    out = {}
+    for e in entries:
+        path = e.folder / f"{e.pair_id}_patches.gpkg"
+        if not path.exists():
+            continue
+        with fiona.open(path) as src:
+            for f in src:
+                ring = f["geometry"]["coordinates"][0]
+                xs, ys = [p[0] for p in ring[:-1]], [p[1] for p in ring[:-1]]
+                out[(e.pair_id, int(f["properties"]["patch"]))] = (sum(xs) / len(xs), sum(ys) / len(ys))
+    return out
 
 
 def residual_table(patches: pd.DataFrame, res10: float = 10.0, res20: float = 20.0) -> pd.DataFrame:
@@ -106,6 +128,8 @@ def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str 
                              (lambda: F.shifts_and_drops(details)) if len(details) else None),
         "residuals": ("Residual misregistration of the patches (ours: per patch, after the registration)",
                       (lambda: F.residuals(patches, sites)) if len(patches) else None),
+        "residual_maps": ("Where the residual misregistration is (10 m group; arrows: its direction)",
+                          (lambda: F.residual_maps(patches, sites)) if len(patches) else None),
         "sample_patches": ("Sample patches (paper Fig. 12)", lambda: F.sample_patches(entries, cfg)),
     }
     figures = {}

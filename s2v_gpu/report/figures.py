@@ -110,6 +110,30 @@ def residuals(patches: pd.DataFrame, sites: list[str]) -> Figure:
     return fig
 
 
+def residual_maps(patches: pd.DataFrame, sites: list[str], max_sites: int = 12) -> Figure:
+    """Per site (the first ``max_sites``), where the patches are and what residual each keeps: patch
+    centres coloured by |residual| of the 10 m group, arrows giving its direction (exaggerated)."""
+    shown = [s for s in sites if (patches["vns_site"] == s).any()][:max_sites]
+    cols = min(3, max(1, len(shown)))
+    rows = max(1, -(-len(shown) // cols))
+    fig = Figure(figsize=(4.2 * cols, 3.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[len(shown):]:
+        ax.set_axis_off()
+    for ax, site in zip(axes.flat, shown):
+        p = patches[patches["vns_site"] == site]
+        mag = np.hypot(p["res10_dx_m"], p["res10_dy_m"])
+        sc = ax.scatter(p["x"] / 1000, p["y"] / 1000, c=mag, cmap="magma_r", vmin=0, s=14)
+        ax.quiver(p["x"] / 1000, p["y"] / 1000, p["res10_dx_m"], p["res10_dy_m"], angles="xy", width=0.004,
+                  color="tab:blue")
+        ax.set_aspect("equal")
+        ax.set_title(f"{site}: 10 m group residual", fontsize=8)
+        ax.set_xlabel("easting (km)", fontsize=7)
+        ax.set_ylabel("northing (km)", fontsize=7)
+        fig.colorbar(sc, ax=ax, label="|residual| (m)")
+    return fig
+
+
 def sample_patches(entries, cfg: ReportConfig) -> Figure:
     """Sample patches as in the paper's Fig. 12: RGB and colour-mapped NIR, 5 m beside 10 / 20 m."""
     rng = random.Random(cfg.seed + 1)
