@@ -120,6 +120,19 @@ def dataset_dir(base: str) -> Path:
     return Path(base) / ",".join(sorted(parts)) if parts else Path(base)
 
 
+def launcher_threads(launcher) -> int:
+    """The CPU threads a multirun job may use, from its launcher preset: submitit's ``cpus_per_task``,
+    or the cores divided by joblib's ``n_jobs`` (0: no hint, the run resolves them itself)."""
+    from .threads import available_cores
+
+    cpus, n_jobs = launcher.get("cpus_per_task"), launcher.get("n_jobs")
+    if isinstance(cpus, int) and cpus > 0:
+        return min(cpus, available_cores())
+    if isinstance(n_jobs, int) and n_jobs > 1:
+        return max(1, available_cores() // n_jobs)
+    return 0
+
+
 def run_app(execute: Callable, *refusals: type) -> None:
     """``python -m s2v_gpu.run``: one site per job; a job's ``summary.json`` in Hydra's output folder."""
     from hydra.core.hydra_config import HydraConfig
@@ -131,6 +144,8 @@ def run_app(execute: Callable, *refusals: type) -> None:
     def job(cfg: RunConfig) -> int:
         hc = HydraConfig.get()
         job_num = None if hc.mode != RunMode.MULTIRUN else hc.job.num
+        if job_num is not None and cfg.device.threads == 0:
+            cfg.device.threads = launcher_threads(hc.launcher)
         summary = execute(cfg, dataset_dir(cfg.paths.dataset), job_num)
         ok = summary["pairs_in_dataset"] > 0
         callbacks.record_job(Path(hc.runtime.output_dir), "ok" if ok else "empty",

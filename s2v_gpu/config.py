@@ -64,6 +64,9 @@ class DeviceConfig:
     #: keep freed host memory in the process for the next stages and pairs (glibc, see
     #: s2v_gpu.hostmem): no page-by-page refaulting of the same gigabytes; the process keeps its peak
     retain_host_memory: bool = True
+    #: CPU threads of the job (torch, the product readers); 0: from S2V_THREADS, SLURM_CPUS_PER_TASK,
+    #: OMP_NUM_THREADS or the affinity mask (see s2v_gpu.threads). Several jobs per node: set it.
+    threads: int = 0
 
 
 @dataclass
@@ -151,6 +154,7 @@ def _ranges(cfg: RunConfig) -> list[tuple[bool, str]]:
         (1 <= p.residual_iterations <= 10, f"pipeline.residual_iterations={p.residual_iterations} must be in [1, 10]"),
         (all(1 <= b <= 8 for b in p.masks.mg2_invalid_bits),
          f"pipeline.masks.mg2_invalid_bits={list(p.masks.mg2_invalid_bits)}: MG2 bit numbers are 1..8"),
+        (cfg.device.threads >= 0, f"device.threads={cfg.device.threads} must be >= 0 (0: automatic)"),
         (cfg.device.name in ("auto", "cpu", "cuda") or (cfg.device.name.startswith("cuda:")
                                                         and cfg.device.name[5:].isdigit()),
          f"device.name={cfg.device.name!r}: use auto, cpu, cuda or cuda:N"),

@@ -31,6 +31,7 @@ from .pipeline import PairResult, PairSkipped, load_pair, process_pair
 from .products import find_products
 from .provenance import software_versions
 from .synthetic import TRUTH_FILE, generate, preset
+from .threads import apply_threads
 from .writer import LICENCE_TEXT, OutputFolderError, SiteWriter, write_pair
 
 log = logging.getLogger("s2v_gpu.run")
@@ -93,6 +94,7 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None, job_num: int | None
         torch.use_deterministic_algorithms(True, warn_only=True)
     if cfg.device.retain_host_memory:
         retain_freed_memory()
+    apply_threads(cfg.device.threads)
     products_root = Path(cfg.paths.products) if cfg.data is DataSource.theia else demo_products(cfg)
     rejected: list[str] = []
     products = find_products(products_root, rejected)

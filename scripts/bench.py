@@ -23,6 +23,7 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import resource
 import statistics
 import sys
@@ -40,9 +41,10 @@ from s2v_gpu.layout import pair_file_names
 from s2v_gpu.pairing import find_pairs
 from s2v_gpu.pipeline import VENUS_BANDS_READ, PipelineConfig, process_pair
 from s2v_gpu.products import TheiaProduct, find_products
-from s2v_gpu.products.product import READ_THREADS
+from s2v_gpu.products import product as products_module
 from s2v_gpu.resample import downsample_bicubic_x2
 from s2v_gpu.synthetic import TRUTH_FILE, SyntheticConfig, SyntheticDate, generate
+from s2v_gpu.threads import apply_threads
 from s2v_gpu.writer import to_int16, write_patches_gpkg, write_tensor
 
 SHIFT_M = [4.3, -6.1]
@@ -189,6 +191,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default=None)
     parser.add_argument("--no-reference", action="store_true", help="skip the OpenCV/scipy reference")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads (0: as the run app resolves them, see s2v_gpu.threads)")
     parser.add_argument("--release-host-memory", action="store_true",
                         help="let glibc return freed host memory to the system (the run app keeps it: "
                              "device.retain_host_memory)")
@@ -198,6 +202,7 @@ def main(argv=None) -> int:
         print(f"scripts/bench.py: {problem}", file=sys.stderr)
         return 2
     retained = False if args.release_host_memory else retain_freed_memory()
+    threads = apply_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     root = make_pair(args.size_px, Path(args.cache))
@@ -205,17 +210,17 @@ def main(argv=None) -> int:
     cfg = PipelineConfig()
 
     io_s, _ = median_time(lambda: io_floor(pair, cfg), args.repeats)
-    io_par_s, _ = median_time(lambda: io_floor(pair, cfg, READ_THREADS), args.repeats)
+    io_par_s, _ = median_time(lambda: io_floor(pair, cfg, products_module.READ_THREADS), args.repeats)
 
     # one warm-up run, as the floor reads from a warm page cache: CUDA context, kernels and cuDNN
     # plans on a GPU, the retained host memory on the CPU (what every pair after the first sees)
     process_pair(pair, cfg, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    stage_runs, totals = [], []
+    stage_runs, totals, cpu_totals = [], [], []
     with tempfile.TemporaryDirectory() as out:
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             result = process_pair(pair, cfg, device)
             t_write = time.perf_counter()
             write_files(Path(out), result, pair_file_names(pair.pair_id))
@@ -224,6 +229,7 @@ def main(argv=None) -> int:
             stages["write"] = end - t_write
             stage_runs.append(stages)
             totals.append(end - start)
+            cpu_totals.append(time.process_time() - cpu_start)
     pipeline_s = statistics.median(totals)
     stages = {k: statistics.median(r[k] for r in stage_runs) for k in stage_runs[0]}
     truth = SHIFT_M
@@ -250,6 +256,8 @@ def main(argv=None) -> int:
         "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
                    else f"cpu ({torch.get_num_threads()} threads)"),
         "size_px": args.size_px, "repeats": args.repeats, "retain_host_memory": retained,
+        "threads": threads, "load_average": list(os.getloadavg()),
+        "pipeline_cpu_s": statistics.median(cpu_totals),
         "io_floor_s": io_s, "io_floor_parallel_s": io_par_s, "pipeline_s": pipeline_s, "stages": stages,
         "registration_s": stages["register"], "reference_registration_s": ref_reg_s,
         "reference_blur_fit_s": ref_fit_s, "blur_fit_s": stages["mtf"] + stages["fit"],
@@ -261,11 +269,13 @@ def main(argv=None) -> int:
         "peak_host_mb": peak_host_mb, "peak_device_mb": peak_device_mb,
     }
     print(f"device: {results['device']}  size: {args.size_px} px  repeats: {args.repeats}  "
-          f"freed host memory {'retained' if retained else 'released'}")
+          f"freed host memory {'retained' if retained else 'released'}  threads: {threads}  "
+          f"load average: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"I/O floor            {io_s:8.2f} s   (files one after the other)")
-    print(f"I/O floor, threaded  {io_par_s:8.2f} s   ({READ_THREADS} threads, as the pipeline reads)")
+    print(f"I/O floor, threaded  {io_par_s:8.2f} s   ({products_module.READ_THREADS} threads, as the pipeline reads)")
     print(f"pipeline             {pipeline_s:8.2f} s   = {results['pipeline_over_io_floor']:.2f} x the I/O floor, "
           f"{results['pipeline_over_io_floor_parallel']:.2f} x the threaded one")
+    print(f"  (process CPU time  {results['pipeline_cpu_s']:8.2f} s)")
     for k, v in stages.items():
         print(f"  {k:<18} {v:8.3f} s")
     print(f"registration         {stages['register']:8.2f} s   shift error {shift_err:.2f} m")

@@ -47,7 +47,10 @@ log = logging.getLogger(__name__)
 MAX_MEMBER_BYTES = 32 * 2**20
 
 #: Files of one window read at a time.
-READ_THREADS = 8
+#: Files of a window read in parallel (GDAL releases the GIL); :func:`s2v_gpu.threads.apply_threads`
+#: lowers it on a shared node
+DEFAULT_READ_THREADS = 8
+READ_THREADS = DEFAULT_READ_THREADS
 
 
 @dataclass
