@@ -169,6 +169,22 @@ def _cut(x: torch.Tensor, offsets: list[tuple[int, int]], size: int) -> torch.Te
                         for r, c in offsets])
 
 
+def tile_offsets(ref_valid: torch.Tensor, mov_valid: torch.Tensor, tile_size: int,
+                 max_tiles: int = 0) -> tuple[int, list[tuple[int, int]]]:
+    """``(size, [(row, col), ...])``: the registration tiles, all of them or the ``max_tiles`` where
+    both images have the most valid pixels (ties: the first in row order), in row order."""
+    h, w = ref_valid.shape
+    size = min(tile_size, max(h, w))
+    nh, nw = math.ceil(h / size), math.ceil(w / size)
+    offsets = [(i * size, j * size) for i in range(nh) for j in range(nw)]
+    if max_tiles and len(offsets) > max_tiles:
+        both = F.pad((ref_valid & mov_valid).to(torch.int32), (0, nw * size - w, 0, nh * size - h))
+        score = both.reshape(nh, size, nw, size).sum(dim=(1, 3)).flatten()
+        pick = torch.argsort(-score, stable=True)[:max_tiles].sort().values
+        offsets = [offsets[i] for i in pick.tolist()]
+    return size, offsets
+
+
 def match_keypoints(
     reference: torch.Tensor, moving: torch.Tensor, ref_valid: torch.Tensor, mov_valid: torch.Tensor,
     cfg: RegistrationConfig, mask_before_detection: bool, max_tiles: int = 0,
@@ -188,15 +204,7 @@ def match_keypoints(
         ``(p_ref (M, 2), p_mov (M, 2))`` matched positions (x, y) in pixels of the full images.
     """
     device = reference.device
-    h, w = reference.shape
-    size = min(cfg.tile_size, max(h, w))
-    nh, nw = math.ceil(h / size), math.ceil(w / size)
-    offsets = [(i * size, j * size) for i in range(nh) for j in range(nw)]
-    if max_tiles and len(offsets) > max_tiles:
-        both = F.pad((ref_valid & mov_valid).to(torch.int32), (0, nw * size - w, 0, nh * size - h))
-        score = both.reshape(nh, size, nw, size).sum(dim=(1, 3)).flatten()
-        pick = torch.argsort(-score, stable=True)[:max_tiles].sort().values
-        offsets = [offsets[i] for i in pick.tolist()]
+    size, offsets = tile_offsets(ref_valid, mov_valid, cfg.tile_size, max_tiles)
     empty = torch.zeros((0, 2), device=device)
     stretched, masks = [], []
     for img, valid in ((reference, ref_valid), (moving, mov_valid)):
