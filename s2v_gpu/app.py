@@ -40,6 +40,15 @@ def refuse(message: str) -> None:
     sys.exit(2)
 
 
+def print_version_and_exit() -> None:
+    """``--version`` on any of the console commands: the package version, then exit 0."""
+    if "--version" in sys.argv[1:]:
+        from . import __version__
+
+        print(f"s2v_gpu {__version__}")
+        sys.exit(0)
+
+
 def hydra_app(config_name: str, schema: type, job: Callable[[Any], int], refusals: tuple[type, ...] = ()) -> None:
     """Run ``job(cfg)`` (``cfg`` an instance of ``schema``) as the Hydra app of ``conf/config_name``.
 
@@ -56,6 +65,7 @@ def hydra_app(config_name: str, schema: type, job: Callable[[Any], int], refusal
     from . import callbacks
     from .config import ConfigError, unknown_keys
 
+    print_version_and_exit()
     refusals = (ConfigError, *refusals)
     status: dict = {"code": 0, "refused": None}
 

@@ -145,3 +145,17 @@ def test_bench_without_opencv_says_so_before_measuring(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "opencv-python-headless" in p.stderr and "--no-reference" in p.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("module", ["s2v_gpu.run", "s2v_gpu.report", "s2v_gpu.aggregate"])
+def test_every_command_tells_its_version(tmp_path, module):
+    import s2v_gpu
+
+    p = _cli(["--version"], tmp_path, module)
+    assert p.returncode == 0 and p.stdout.strip() == f"s2v_gpu {s2v_gpu.__version__}"
+
+
+def test_release_files_are_there():
+    assert (REPO / "LICENSE").read_text().startswith(" " * 33 + "Apache License")
+    assert "doi: 10.3390/data7070096" in (REPO / "CITATION.cff").read_text()
+    assert (REPO / "s2v_gpu" / "py.typed").exists()
