@@ -16,7 +16,12 @@ as float32 reflectance (int16 / 10000).
 
 from __future__ import annotations
 
+import bisect
 import random
+import sqlite3
+import struct
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +62,25 @@ def read_index(root: str | Path, sites: list[str] | None = None) -> list[PairEnt
     return entries
 
 
+def patch_geometries(gpkg: Path) -> tuple[str | None, list[tuple[float, float, float, float]]]:
+    """The CRS (``"EPSG:32631"``) and the ``(left, bottom, right, top)`` of each patch, in tensor order,
+    read with the standard library: a GeoPackage is SQLite and stores each polygon's envelope."""
+    with closing(sqlite3.connect(f"file:{gpkg}?mode=ro", uri=True)) as db:
+        table, srs = db.execute("SELECT table_name, srs_id FROM gpkg_geometry_columns").fetchone()
+        org = db.execute("SELECT organization, organization_coordsys_id FROM gpkg_spatial_ref_sys WHERE srs_id = ?",
+                         (srs,)).fetchone()
+        rows = db.execute(f'SELECT geom FROM "{table}" ORDER BY patch').fetchall()
+    bounds = []
+    for (blob,) in rows:
+        order = "<" if blob[3] & 1 else ">"
+        if (blob[3] >> 1) & 7 == 0:
+            raise ValueError(f"{gpkg}: a geometry without its envelope")
+        minx, maxx, miny, maxy = struct.unpack(f"{order}4d", blob[8:40])
+        bounds.append((minx, miny, maxx, maxy))
+    crs = f"{org[0]}:{org[1]}" if org and org[0] and org[0].upper() != "NONE" else None
+    return crs, bounds
+
+
 class Sen2VenusDataset(Dataset):
     """Patches of the chosen band groups from a SEN2VENuS-layout folder.
 
@@ -64,14 +88,18 @@ class Sen2VenusDataset(Dataset):
         root: a dataset folder (site sub-folders) or one site folder.
         groups: ``("10m",)``, ``("20m",)`` or both.
         pairs: restrict to these entries (see :func:`read_index` and the split helpers).
+        transforms: called on each sample dict (augmentations), its result returned.
+        geo: add ``"crs"`` and ``"bounds"`` (left, bottom, right, top of the 5 m patch) to each sample,
+            read from the pair's GeoPackage (standard library only).
     """
 
     def __init__(self, root: str | Path, groups: tuple[str, ...] = ("10m", "20m"),
-                 pairs: list[PairEntry] | None = None) -> None:
+                 pairs: list[PairEntry] | None = None, transforms: Callable[[dict], dict] | None = None,
+                 geo: bool = False) -> None:
         unknown = set(groups) - set(GROUP_FILES)
         if unknown:
             raise ValueError(f"unknown band groups {sorted(unknown)}; choose from {sorted(GROUP_FILES)}")
-        self.groups = tuple(groups)
+        self.root, self.groups, self.transforms, self.geo = Path(root), tuple(groups), transforms, geo
         self.pairs = read_index(root) if pairs is None else list(pairs)
         self._offsets = []
         total = 0
@@ -80,9 +108,18 @@ class Sen2VenusDataset(Dataset):
             total += entry.n
         self._len = total
         self._cache: dict[tuple[int, str], torch.Tensor] = {}
+        self._geo: dict[int, tuple] = {}
 
     def __len__(self) -> int:
         return self._len
+
+    def __repr__(self) -> str:
+        return (f"Sen2VenusDataset(root={str(self.root)!r}, groups={self.groups}, pairs={len(self.pairs)}, "
+                f"sites={len({p.site for p in self.pairs})}, patches={self._len})")
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers get the index, not the memory-mapped tensors the parent has touched
+        return {**self.__dict__, "_cache": {}, "_geo": {}}
 
     def _tensor(self, k: int, column: str) -> torch.Tensor:
         key = (k, column)
@@ -92,22 +129,22 @@ class Sen2VenusDataset(Dataset):
         return self._cache[key]
 
     def __getitem__(self, i: int) -> dict:
+        if i < 0:
+            i += self._len
         if not 0 <= i < self._len:
             raise IndexError(i)
-        # the pair holding patch i (bisect over the offsets)
-        lo, hi = 0, len(self._offsets) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self._offsets[mid] <= i:
-                lo = mid
-            else:
-                hi = mid - 1
-        entry, j = self.pairs[lo], i - self._offsets[lo]
+        k = bisect.bisect_right(self._offsets, i) - 1  # the pair holding patch i
+        entry, j = self.pairs[k], i - self._offsets[k]
         sample = {"site": entry.site, "pair_id": entry.pair_id, "patch": j}
         for group in self.groups:
             for key, column in GROUP_FILES[group].items():
-                sample[key] = self._tensor(lo, column)[j].float() / SCALE
-        return sample
+                sample[key] = self._tensor(k, column)[j].float() / SCALE
+        if self.geo:
+            if k not in self._geo:
+                self._geo[k] = patch_geometries(entry.folder / f"{entry.pair_id}_patches.gpkg")
+            crs, bounds = self._geo[k]
+            sample.update(crs=crs, bounds=bounds[j])
+        return self.transforms(sample) if self.transforms else sample
 
 
 def split_by_pairs(pairs: list[PairEntry], test_fraction: float, seed: int = 0) -> tuple[list, list]:

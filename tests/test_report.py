@@ -107,6 +107,32 @@ def test_dataloader_batches(dataset):
     assert "s2_20m" not in only10 and only10["patch"] == 0
 
 
+def test_dataset_samples_carry_geometry_transforms_and_negative_indices(dataset):
+    import pickle
+
+    import fiona
+
+    ds = Sen2VenusDataset(dataset / "SYNTH-1", groups=("10m",), geo=True,
+                          transforms=lambda s: {**s, "flipped": s["s2_10m"].flip(-1)})
+    assert repr(ds).startswith("Sen2VenusDataset(root=") and f"patches={len(ds)}" in repr(ds)
+    last, first = ds[-1], ds[0]
+    assert torch.equal(last["s2_10m"], ds[len(ds) - 1]["s2_10m"]) and torch.equal(first["flipped"],
+                                                                                  first["s2_10m"].flip(-1))
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+    # the stdlib GeoPackage reader gives what fiona reads
+    entry = ds.pairs[0]
+    with fiona.open(entry.folder / f"{entry.pair_id}_patches.gpkg") as src:
+        ring = next(iter(src))["geometry"]["coordinates"][0]
+        epsg = src.crs.to_epsg()
+    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+    assert first["crs"] == f"EPSG:{epsg}" and first["bounds"] == pytest.approx((min(xs), min(ys), max(xs), max(ys)))
+    # the tensors a process touched are not pickled into the workers
+    plain = Sen2VenusDataset(dataset / "SYNTH-1", groups=("10m",))
+    plain[0]
+    assert plain._cache and not pickle.loads(pickle.dumps(plain))._cache
+
+
 def test_splits_keep_whole_pairs_and_sites_apart(dataset):
     pairs = read_index(dataset)
     train, test = split_by_sites(pairs, ["SYNTH-2"])
