@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -62,6 +63,20 @@ def demo_products(cfg: RunConfig) -> Path:
     return root
 
 
+def choose_sites(cfg: RunConfig, products: list, products_root: Path) -> list[str]:
+    """``site=all``: every VENuS site among the products; otherwise the one site asked (or found)."""
+    if cfg.site == ALL_SITES:
+        sites = sites_in(products)
+        if not sites:
+            raise ConfigError(f"site=all: no VENuS product under {products_root}")
+        return sites
+    return [choose_site(cfg, products, products_root)]
+
+
+#: ``site=all`` builds every site found among the products, one after another
+ALL_SITES = "all"
+
+
 def choose_site(cfg: RunConfig, products: list, products_root: Path) -> str:
     sites = sites_in(products)
     if cfg.site is None:
@@ -81,7 +96,8 @@ def names_of(pair: Pair, layout: Layout) -> dict[str, str]:
 
 
 def execute(cfg: RunConfig, dataset_dir: Path | None = None, job_num: int | None = None) -> dict:
-    """Run one site; returns the run summary (also written to ``summary.json`` in the site folder).
+    """Run one site (``site=all``: every site found, one after another, each folder opened and checked
+    before any pair is read); returns the run summary (also written to each site's ``summary.json``).
 
     Raises:
         ConfigError: the configuration is wrong (nothing was done).
@@ -98,24 +114,44 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None, job_num: int | None
     products_root = Path(cfg.paths.products) if cfg.data is DataSource.theia else demo_products(cfg)
     rejected: list[str] = []
     products = find_products(products_root, rejected)
-    site = choose_site(cfg, products, products_root)
-    pairs = find_pairs(products, site, cfg.pairing)
+    sites = choose_sites(cfg, products, products_root)
     versions = software_versions()
-    with SiteWriter(Path(dataset_dir or cfg.paths.dataset), site, cfg.layout, config_hash(cfg), method_config(cfg),
-                    versions, cfg.overwrite) as writer:
-        if cfg.layout is Layout.published:
-            writer.write_extra(LICENCE_FILE, LICENCE_TEXT)
-        done = writer.done
-        outcomes = [{"pair_id": done[p.venus_name.name], "status": "complete", "reason": "already in the dataset"}
-                    for p in pairs if p.venus_name.name in done]
-        todo = [p for p in pairs if p.venus_name.name not in done]
-        log.info("site %s: %d pairs (%d already complete) on %s -> %s", site, len(pairs), len(outcomes), device,
-                 writer.site_dir)
-        for pair, result, seconds in _computed(todo, cfg, device, outcomes):
-            outcomes.append(_write(writer, cfg, pair, result, seconds, device))
-        summary = _summary(cfg, site, products_root, writer, device, pairs, rejected, outcomes, versions)
-        _report(cfg, writer.site_dir, summary)
-        writer.write_summary(summary)
+    root = Path(dataset_dir or cfg.paths.dataset)
+    with ExitStack() as stack:
+        # every site folder is opened (locked, checked) before any pair is read
+        writers = [stack.enter_context(SiteWriter(root, site, cfg.layout, config_hash(cfg), method_config(cfg),
+                                                  versions, cfg.overwrite)) for site in sites]
+        summaries = [_run_site(cfg, w, find_pairs(products, w.site, cfg.pairing), device, products_root, rejected,
+                               versions) for w in writers]
+    return summaries[0] if len(summaries) == 1 else _all_sites(summaries)
+
+
+def _all_sites(summaries: list[dict]) -> dict:
+    """The summary of ``site=all``: the totals and each site's summary."""
+    total = {k: sum(s[k] for s in summaries) for k in ("pairs", "pairs_in_dataset", "patches_in_dataset",
+                                                        "written", "skipped", "failed")}
+    return {"site": ALL_SITES, **total, "outcomes": [o for s in summaries for o in s["outcomes"]],
+            "sites": {s["site"]: {k: v for k, v in s.items() if k != "config"} for s in summaries},
+            "config": summaries[0]["config"]}
+
+
+def _run_site(cfg: RunConfig, writer: SiteWriter, pairs: list[Pair], device: torch.device, products_root: Path,
+              rejected: list[str], versions: dict) -> dict:
+    """Every pair of one site through the pipeline into its (open) folder; returns the site summary."""
+    site = writer.site
+    if cfg.layout is Layout.published:
+        writer.write_extra(LICENCE_FILE, LICENCE_TEXT)
+    done = writer.done
+    outcomes = [{"pair_id": done[p.venus_name.name], "status": "complete", "reason": "already in the dataset"}
+                for p in pairs if p.venus_name.name in done]
+    todo = [p for p in pairs if p.venus_name.name not in done]
+    log.info("site %s: %d pairs (%d already complete) on %s -> %s", site, len(pairs), len(outcomes), device,
+             writer.site_dir)
+    for pair, result, seconds in _computed(todo, cfg, device, outcomes):
+        outcomes.append(_write(writer, cfg, pair, result, seconds, device))
+    summary = _summary(cfg, site, products_root, writer, device, pairs, rejected, outcomes, versions)
+    _report(cfg, writer.site_dir, summary)
+    writer.write_summary(summary)
     _log_summary(summary)
     return summary
 

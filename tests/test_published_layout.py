@@ -102,6 +102,8 @@ def test_the_report_of_a_published_folder_knows_its_site(published):
 
     report = build_report(published / "NARYN")
     assert report["sites"] == ["NARYN"]
+    assert report["site_counts"] == [{"site": "NARYN", "pairs": 3, "patches": report["site_counts"][0]["patches"],
+                                      "published_patches": 3814}]
     # the per-patch residuals are reported per site: a table, histograms and a map
     assert {"residuals", "residual_maps"} <= set(report["figures"])
     assert [r["site"] for r in report["residuals"]] == ["NARYN", "NARYN"]

@@ -186,3 +186,17 @@ def test_multirun_sweep_writes_each_value_apart(tiny_archive, tmp_path):
     status = dict(zip(table["overrides"].str.extract(r"outlier_rmse=([0-9.]+)")[0], table["status"]))
     assert status == {"0.001": "empty", "0.003": "ok", "0.02": "ok"}
     assert "nothing could be processed" in table.loc[table["status"] == "empty", "reason"].iloc[0]
+
+
+def test_site_all_builds_every_site_found(tmp_path):
+    from s2v_gpu.synthetic import generate, preset
+
+    generate(preset("tiny", site="SYNTH-1"), tmp_path / "products" / "a")
+    generate(preset("tiny", site="SYNTH-2"), tmp_path / "products" / "b")  # same ground: the S2 products coincide
+    summary = execute(compose_cfg(["data=theia", f"paths.products={tmp_path / 'products'}",
+                                   f"paths.dataset={tmp_path / 'ds'}", *TINY, "site=all"]))
+    assert summary["site"] == "all" and sorted(summary["sites"]) == ["SYNTH-1", "SYNTH-2"]
+    for site in ("SYNTH-1", "SYNTH-2"):
+        index = pd.read_csv(tmp_path / "ds" / site / "index.csv", sep="\t")
+        assert len(index) == summary["sites"][site]["pairs_in_dataset"] > 0 and set(index["vns_site"]) == {site}
+    assert summary["pairs_in_dataset"] == sum(s["pairs_in_dataset"] for s in summary["sites"].values())

@@ -85,6 +85,18 @@ def residual_table(patches: pd.DataFrame, res10: float = 10.0, res20: float = 20
     return pd.DataFrame(rows)
 
 
+def site_counts(index: pd.DataFrame) -> list[dict]:
+    """Pairs and patches per site, beside the release's patch count for the 29 SEN2VENuS sites."""
+    from ..sites import PUBLISHED
+
+    rows = []
+    for site, group in index.groupby("vns_site"):
+        published = PUBLISHED.get(site)
+        rows.append({"site": site, "pairs": len(group), "patches": int(group["nb_patches"].sum()),
+                     "published_patches": published[1] if published else None})
+    return rows
+
+
 def _flags(mdf: pd.DataFrame, details: pd.DataFrame, cfg: ReportConfig) -> tuple[list[str], list[str]]:
     flags = [f"{r.site} {r.band}: MAE {r.mae:.4f} > {cfg.max_mae}" for r in mdf.itertuples() if r.mae > cfg.max_mae]
     flags += [f"{r.site} {r.band}: RMSE {r.rmse:.4f} > {cfg.max_rmse}" for r in mdf.itertuples()
@@ -141,7 +153,8 @@ def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str 
             figures[name] = title
     report = {"sites": sites, "metrics": metrics, "flags": flags, "weak_registrations": weak,
               "selection": selections, "figures": list(figures),
-              "residuals": residual_table(patches).to_dict("records") if len(patches) else []}
+              "residuals": residual_table(patches).to_dict("records") if len(patches) else [],
+              "site_counts": site_counts(index)}
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.html").write_text(render(report, figures, mdf, index, details))
     log.info("quality report written to %s (%d flags, %d weak registrations)", out / "report.html", len(flags),

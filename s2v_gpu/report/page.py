@@ -19,7 +19,9 @@ def render(report: dict, figures: dict[str, str], mdf: pd.DataFrame, index: pd.D
              f"{esc(', '.join(report['sites']))}</p>", "<h2>Flags</h2><ul>"]
     items = report["flags"] + [f"weak registration: {w}" for w in report["weak_registrations"]]
     parts += [f"<li class='flag'>{esc(f)}</li>" for f in items] or ["<li>none</li>"]
-    parts.append("</ul><h2>MAE and RMSE per site and band</h2>")
+    parts.append("</ul><h2>Pairs and patches per site (the SEN2VENµS release's patch count beside)</h2>")
+    parts.append(pd.DataFrame(report["site_counts"]).to_html(index=False, na_rep="—"))
+    parts.append("<h2>MAE and RMSE per site and band</h2>")
     parts.append(mdf.pivot(index="site", columns="band", values="mae").to_html(float_format="%.4f"))
     parts.append(mdf.pivot(index="site", columns="band", values="rmse").to_html(float_format="%.4f"))
     if report.get("residuals"):
