@@ -89,3 +89,32 @@ def test_same_seed_same_products(tmp_path):
     for pa, pb in zip(sorted(a.products), sorted(b.products)):
         for f in sorted(pa.rglob("*.tif")):
             assert f.read_bytes() == (pb / f.relative_to(pa)).read_bytes(), f.name
+
+
+def test_sentinel2_band_offsets_are_ground_truth(tmp_path):
+    """Per-band Sentinel-2 offsets (the band-to-band registration error) are written in the truth and
+    are what the batched residual estimator measures between the same band with and without them."""
+    import json
+
+    import rasterio
+    import torch
+
+    from s2v_gpu.residuals import patch_residuals
+    from s2v_gpu.synthetic.distortion import distortion_preset
+
+    date = [SyntheticDate("2019-05-01", venus_cloud=0.0, s2_cloud=0.0)]
+    kw = dict(size_px=256, dates=date, seed=2, saturated_fraction=0.0)  # saturated roofs would not move
+    plain = generate(SyntheticConfig(**kw), tmp_path / "plain")
+    moved = generate(SyntheticConfig(**kw,
+                                     distortion=distortion_preset("flat", s2_band_offset_px=0.3)), tmp_path / "moved")
+    offsets = json.loads((moved.root / "ground_truth.json").read_text())["s2_band_offsets_px"]
+    assert len(offsets) == 10 and max(abs(v) for o in offsets.values() for v in o) > 0.05
+    s2 = next(p for p in moved.products if p.name.startswith("SENTINEL2"))
+    ref = next(p for p in plain.products if p.name.startswith("SENTINEL2"))
+    for band in ("B4", "B8A"):
+        images = []
+        for product in (ref, s2):
+            with rasterio.open(product / f"{product.name}_FRE_{band}.tif") as src:
+                images.append(torch.from_numpy(src.read(1).astype("float64") / 10000)[16:-16, 16:-16])
+        r = patch_residuals(images[1][None, None], images[0][None, None])["r"][0]
+        assert r.tolist() == pytest.approx(offsets[band], abs=0.03), (band, r, offsets[band])

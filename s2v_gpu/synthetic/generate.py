@@ -20,7 +20,7 @@ from rasterio.warp import transform as warp_transform
 
 from ..bands import GROUP_10M, GROUP_20M, S2_GROUPS, S2_MTF, S2_RESOLUTION, VENUS_BANDS, mtf_sigma_m
 from .config import SyntheticConfig, SyntheticDate
-from .distortion import DISPLACEMENT_FILE, DisplacementField
+from .distortion import DISPLACEMENT_FILE, DisplacementField, band_offsets, shift_band
 from .landscape import S2_SPECTRA, VENUS_SPECTRA, Landscape
 from .sensor import CloudField, Rendered, render
 from .writer import GroupRasters, ProductSpec, write_product
@@ -205,8 +205,15 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
     return archive
 
 
+#: every Sentinel-2 band, R1 then R2 (the order in which band offsets are drawn)
+S2_BANDS_ALL = tuple(b for group in ("R1", "R2") for b in S2_GROUPS[group])
+
+
 def _distortion(cfg, landscape, site_bounds, venus_zenith, out_dir: Path, truth: dict):
     """The VENuS displacement field of ``cfg.distortion`` (None for ``none``), written with the truth."""
+    moves = band_offsets(cfg.distortion, list(S2_BANDS_ALL), cfg.seed)
+    if moves:
+        truth["s2_band_offsets_px"] = {b: list(o) for b, o in moves.items()}
     if cfg.distortion.preset == "none":
         return None
     field = DisplacementField(cfg.distortion, landscape, site_bounds, venus_zenith, cfg.seed)
@@ -276,6 +283,10 @@ def _s2_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, gains, 
                   for b in bands]
         rendered = render(landscape, values, sigmas, (ulx, uly), res, shape, max(cfg.render_step_m, res / 4),
                           shift_m=tuple(d.shift_m), clouds=clouds, to_ground=to_ground)
+        moves = band_offsets(cfg.distortion, list(S2_BANDS_ALL), cfg.seed)
+        for i, b in enumerate(bands):
+            if b in moves:  # the band-to-band registration error of Sentinel-2 (ground truth)
+                rendered.refl[i] = shift_band(rendered.refl[i], moves[b])
         nodata = _corner(shape, 0.1 if d.s2_nodata_corner else 0.0, "top_left")
         transform = Affine(res, 0, ulx, 0, -res, uly)
         arrays = _finish(rendered, bands, S2_QUANT, nodata, rng, cfg, transform, epsg, np.uint8)
