@@ -13,8 +13,6 @@ Convention: a feature at ``q`` in VENuS appears at ``q + r`` in the Sentinel-2 p
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -28,15 +26,15 @@ BORDER_PX = 6
 
 
 def _warp_weights(r: torch.Tensor, span: int) -> torch.Tensor:
-    """Per-patch Lanczos-4 taps at integer offsets ``-span..span`` for shifts ``r`` ``(N,)``: out(p) =
-    sum_o w_o f(p + o) samples f at p + r. Returns ``(N, 2 * span + 1)``, normalised."""
-    offsets = torch.arange(-span, span + 1, device=r.device, dtype=r.dtype)
-    u = offsets[None] - r[:, None]
-    lobes = 4
-    safe = torch.where(u == 0, torch.ones_like(u), u)
-    w = torch.sin(math.pi * safe) / (math.pi * safe) * torch.sin(math.pi * safe / lobes) / (math.pi * safe / lobes)
-    w = torch.where(u == 0, torch.ones_like(u), w) * (u.abs() < lobes)
-    return w / w.sum(1, keepdim=True)
+    """Per-patch taps at integer offsets ``-span..span`` for shifts ``r`` ``(N,)`` (``|r| + reach <=
+    span``): out(p) = sum_o w_o f(p + o) samples f at p + r with the pipeline's Lanczos-4 kernel.
+    Returns ``(N, 2 * span + 1)``."""
+    kernel = KERNELS["lanczos4"]
+    whole = torch.floor(r)
+    weights = kernel.weights(r - whole)  # (taps, N)
+    offsets = torch.tensor(kernel.offsets, device=r.device)[:, None]
+    out = torch.zeros((r.shape[0], 2 * span + 1), dtype=weights.dtype, device=r.device)
+    return out.scatter_(1, (whole.long()[None] + offsets + span).T, weights.T)
 
 
 def warp_patches(f: torch.Tensor, r: torch.Tensor, stride: int = 1) -> torch.Tensor:

@@ -63,6 +63,10 @@ def demo_products(cfg: RunConfig) -> Path:
     return root
 
 
+#: ``site=all`` builds every site found among the products, one after another
+ALL_SITES = "all"
+
+
 def choose_sites(cfg: RunConfig, products: list, products_root: Path) -> list[str]:
     """``site=all``: every VENuS site among the products; otherwise the one site asked (or found)."""
     if cfg.site == ALL_SITES:
@@ -71,10 +75,6 @@ def choose_sites(cfg: RunConfig, products: list, products_root: Path) -> list[st
             raise ConfigError(f"site=all: no VENuS product under {products_root}")
         return sites
     return [choose_site(cfg, products, products_root)]
-
-
-#: ``site=all`` builds every site found among the products, one after another
-ALL_SITES = "all"
 
 
 def choose_site(cfg: RunConfig, products: list, products_root: Path) -> str:

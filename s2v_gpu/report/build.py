@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..dataset import read_index
+from ..dataset import patch_geometries, read_index
 from ..layout import DETAILS_FILE, INDEX_FILE, PATCH_COLUMNS, PATCHES_FILE, RESIDUAL_COLUMNS, read_table
 from . import figures as F
 from .metrics import ReportConfig, select_patches, site_metrics
@@ -57,18 +57,13 @@ def _patches(entries, index: pd.DataFrame) -> pd.DataFrame:
 
 def _patch_centres(entries) -> dict[tuple[str, int], tuple[float, float]]:
     """(pair id, patch) -> centre of its polygon in the GeoPackage (map coordinates)."""
-    import fiona
-
     out = {}
     for e in entries:
         path = e.folder / f"{e.pair_id}_patches.gpkg"
-        if not path.exists():
-            continue
-        with fiona.open(path) as src:
-            for f in src:
-                ring = f["geometry"]["coordinates"][0]
-                xs, ys = [p[0] for p in ring[:-1]], [p[1] for p in ring[:-1]]
-                out[(e.pair_id, int(f["properties"]["patch"]))] = (sum(xs) / len(xs), sum(ys) / len(ys))
+        if path.exists():
+            _, bounds = patch_geometries(path)
+            out.update({(e.pair_id, k): ((left + right) / 2, (bottom + top) / 2)
+                        for k, (left, bottom, right, top) in enumerate(bounds)})
     return out
 
 
