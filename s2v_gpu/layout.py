@@ -41,6 +41,8 @@ INDEX_FILE = "index.csv"
 DETAILS_FILE = "pairs_details.tsv"
 SUMMARY_FILE = "summary.json"
 MANIFEST_FILE = "manifest.json"
+#: the quality report's folder inside a site (or dataset) folder
+REPORT_DIR = "report"
 LOCK_FILE = ".s2v_gpu.lock"
 #: The release ships one per site folder; the community loader checks for it.
 LICENCE_FILE = "LICENCE"

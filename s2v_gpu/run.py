@@ -26,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .config import ConfigError, DataSource, RunConfig, config_hash, method_config, validate
 from .errors import S2VError
 from .hostmem import retain_freed_memory
-from .layout import LICENCE_FILE, Layout, pair_file_names, published_prefix
+from .layout import LICENCE_FILE, REPORT_DIR, Layout, pair_file_names, published_prefix
 from .pairing import Pair, find_pairs, sites_in
 from .pipeline import PairResult, PairSkipped, load_pair, process_pair
 from .products import find_products
@@ -226,7 +226,7 @@ def _report(cfg: RunConfig, site_dir: Path, summary: dict) -> None:
         from .report import build_report
 
         build_report(site_dir)
-        summary["report"] = str(site_dir / "report" / "report.html")
+        summary["report"] = str(site_dir / REPORT_DIR / "report.html")
     except Exception as exc:  # noqa: BLE001 - the dataset is written; the report is a by-product
         log.error("quality report failed: %s", exc)
         summary["report_error"] = f"{type(exc).__name__}: {exc}"

@@ -48,6 +48,7 @@ from .layout import (
     MANIFEST_FILE,
     PATCH_COLUMNS,
     PATCHES_FILE,
+    REPORT_DIR,
     RESIDUAL_COLUMNS,
     SCALE,
     SUMMARY_FILE,
@@ -336,7 +337,7 @@ class SiteWriter:
         self._save_manifest()
 
     def _refuse_foreign_tables(self) -> None:
-        for name in (INDEX_FILE, DETAILS_FILE, SUMMARY_FILE):
+        for name in (INDEX_FILE, DETAILS_FILE, PATCHES_FILE, SUMMARY_FILE, REPORT_DIR):
             if (self.site_dir / name).exists():
                 raise OutputFolderError(
                     f"{self.site_dir / name} exists but {self.site_dir} has no {MANIFEST_FILE}: it was not made by "

@@ -117,13 +117,14 @@ def test_files_the_run_did_not_make_are_never_deleted_nor_overwritten(corpus, tm
         assert (site / name).read_bytes() == data, name
 
 
-def test_foreign_tables_without_a_manifest_are_refused(corpus, tmp_path):
+@pytest.mark.parametrize("name", ["index.csv", "patches.tsv", "summary.json", "report/report.html"])
+def test_foreign_tables_without_a_manifest_are_refused(corpus, tmp_path, name):
     site = tmp_path / "ds" / "SYNTH-1"
-    site.mkdir(parents=True)
-    (site / "index.csv").write_text("my own index\n")
+    (site / name).parent.mkdir(parents=True)
+    (site / name).write_text("my own file\n")
     with pytest.raises(OutputFolderError, match="no manifest.json"):
         _run(corpus, tmp_path)
-    assert (site / "index.csv").read_text() == "my own index\n"
+    assert (site / name).read_text() == "my own file\n"
 
 
 # -------------------------------------------------------------------------------- unique pair ids

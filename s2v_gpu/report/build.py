@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..dataset import patch_geometries, read_index
-from ..layout import DETAILS_FILE, INDEX_FILE, PATCH_COLUMNS, PATCHES_FILE, RESIDUAL_COLUMNS, read_table
+from ..layout import DETAILS_FILE, INDEX_FILE, PATCH_COLUMNS, PATCHES_FILE, REPORT_DIR, RESIDUAL_COLUMNS, read_table
 from . import figures as F
 from .metrics import ReportConfig, select_patches, site_metrics
 from .page import render
@@ -105,7 +105,7 @@ def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str 
     """Compute the metrics, draw the figures, write the HTML page. Returns the report as a dict."""
     cfg = cfg or ReportConfig()
     dataset = Path(dataset)
-    out = Path(out) if out else dataset / "report"
+    out = Path(out) if out else dataset / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     entries = read_index(dataset)
     if not entries:
