@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .layout import INDEX_FILE, SCALE, TENSOR_COLUMNS, pair_id_of_row, read_index_rows
+from .layout import FILE_COLUMNS, INDEX_FILE, SCALE, pair_id_of_row, read_index_rows
 
 GROUP_FILES = {
     "10m": {"s2_10m": "tensor_10m_b2b3b4b8", "venus_05m_10mbands": "tensor_05m_b2b3b4b8"},
@@ -57,7 +57,7 @@ def read_index(root: str | Path, sites: list[str] | None = None) -> list[PairEnt
             site = row["vns_site"]
             if sites is not None and site not in sites:
                 continue
-            files = {c: row[c] for c in TENSOR_COLUMNS}
+            files = {c: row[c] for c in FILE_COLUMNS}
             entries.append(PairEntry(site, pair_id_of_row(row), folder, files, int(row["nb_patches"])))
     return entries
 
@@ -141,7 +141,7 @@ class Sen2VenusDataset(Dataset):
                 sample[key] = self._tensor(k, column)[j].float() / SCALE
         if self.geo:
             if k not in self._geo:
-                self._geo[k] = patch_geometries(entry.folder / f"{entry.pair_id}_patches.gpkg")
+                self._geo[k] = patch_geometries(entry.folder / entry.files["patches_gpkg"])
             crs, bounds = self._geo[k]
             sample.update(crs=crs, bounds=bounds[j])
         return self.transforms(sample) if self.transforms else sample

@@ -72,15 +72,30 @@ def test_metrics_agree_with_numpy(dataset, tmp_path):
 
 
 def test_figures_and_html(dataset, tmp_path):
+    import re
+
+    from s2v_gpu import __version__
+
     out = tmp_path / "report"
     report = build_report(dataset, ReportConfig(), out)
     page = (out / "report.html").read_text()
-    for name in report["figures"]:
-        png = out / f"{name}.png"
-        assert png.stat().st_size > 2000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f"src='{name}.png'" in page
     assert {"pairs_per_site", "dates_per_site", "time_deltas", "patches_per_site", "patches_per_pair", "mae", "rmse",
-            "shifts_and_drops", "sample_patches"} <= set(report["figures"])
+            "shifts", "drops", "residuals", "sample_patches"} <= set(report["figures"])
+    # self-contained: every image is embedded (a copied report.html shows them all), no other file is loaded
+    images = re.findall(r"<img src='([^']*)'", page)
+    assert len(images) == len(report["figures"]) and all(i.startswith("data:image/png;base64,") for i in images)
+    assert not re.search(r"(src|href)=['\"](?!data:|#|pairs\.tsv)", page)
+    for name in report["figures"]:  # also as files, at a print resolution
+        png = (out / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[16:24] != b"" and len(png) > 2000
+    # captions on every table and figure, provenance, each pair listed once (the table is folded)
+    assert page.count("<caption>") == page.count("<table") and page.count("<figcaption>") == len(images)
+    assert f"s2v_gpu={__version__}" in page and "configuration hash" in page and "Theia" in page
+    pairs = read_index(dataset)
+    for p in pairs:  # (the fixture's second site is a copy of the first: same pair ids)
+        assert page.count(f"<td>{p.pair_id}</td>") == sum(q.pair_id == p.pair_id for q in pairs)
+    tsv = (out / "pairs.tsv").read_text().splitlines()
+    assert len(tsv) == len(pairs) + 1 and tsv[0].startswith("pair_id\t")
     assert "SYNTH-2" in page and "MAE" in page
 
 
@@ -149,3 +164,54 @@ def test_published_names_are_read_through_the_index(tiny_archive, tmp_path):
                          "layout=published", *TINY]))
     ds = Sen2VenusDataset(tmp_path / "SYNTH-1")
     assert len(ds) > 0 and ds[0]["s2_20m"].shape == (4, 16, 16)
+
+
+def _browser() -> str | None:
+    import shutil
+
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+def _screenshot(browser: str, page, png, tmp_path, height: int):
+    """The page as a real headless browser renders it (flags for a machine without network)."""
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'browser-profile'}", "--hide-scrollbars",
+                    f"--window-size=1200,{height}", f"--screenshot={png}", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    return np.asarray(Image.open(png).convert("RGB")).astype(int)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_browser() is None, reason="no Chromium installed (apt-get install chromium)")
+def test_report_in_a_real_browser_at_1_and_29_sites(dataset, tmp_path):
+    """The page, copied alone elsewhere, shows its figures in Chromium; at 29 sites (the release's)
+    it stays a readable length (the 0.1 page was 44,000 px tall at 14 sites)."""
+    import shutil
+
+    import pandas as pd
+
+    from s2v_gpu.sites import PUBLISHED
+
+    many = tmp_path / "many"
+    for site in sorted(PUBLISHED):
+        shutil.copytree(dataset / "SYNTH-1", many / site, ignore=shutil.ignore_patterns("report"))
+        index = pd.read_csv(many / site / "index.csv", sep="\t")
+        index.assign(vns_site=site).to_csv(many / site / "index.csv", sep="\t", index=False)
+    for name, root, height in (("one", dataset / "SYNTH-1", 9000), ("many", many, 20000)):
+        build_report(root, ReportConfig(), tmp_path / name)
+        alone = tmp_path / f"{name}_alone" / "report.html"  # copied without its PNG files
+        alone.parent.mkdir()
+        shutil.copy(tmp_path / name / "report.html", alone)
+        shot = _screenshot(_browser(), alone, tmp_path / f"{name}.png", tmp_path, height)
+        blue = (np.abs(shot - [31, 119, 180]).sum(-1) < 10).sum()  # the pairs-per-site bars (tab:blue)
+        assert blue > 2000, f"{name}: the embedded figures did not render"
+        rows = np.where((shot < 250).any(axis=(1, 2)))[0]
+        assert rows.max() < height - 10, f"{name}: page taller than {height} px"
+        if name == "many":
+            assert 5000 < rows.max() < 16000

@@ -2,69 +2,84 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..dataset import patch_geometries, read_index
-from ..layout import DETAILS_FILE, INDEX_FILE, PATCH_COLUMNS, PATCHES_FILE, REPORT_DIR, RESIDUAL_COLUMNS, read_table
+from ..layout import (
+    DETAILS_FILE,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    PATCH_COLUMNS,
+    PATCHES_FILE,
+    REPORT_DIR,
+    RESIDUAL_COLUMNS,
+    read_table,
+)
 from . import figures as F
-from .metrics import ReportConfig, select_patches, site_metrics
-from .page import render
+from .metrics import BANDS, ReportConfig, select_patches, site_metrics
+from .page import DrawnFigure, render, table_html
 
 log = logging.getLogger("s2v_gpu.report")
 
 
 def _tables(entries) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The index rows and the details rows of the sites (details carry their pair's ``vns_site``)."""
-    folders = sorted({e.folder for e in entries})
-    index = pd.concat([pd.read_csv(f / INDEX_FILE, sep="\t") for f in folders])
-    details = [pd.DataFrame(read_table(f / DETAILS_FILE, ["pair_id"])) for f in folders if (f / DETAILS_FILE).exists()]
+    """The index rows and the details rows of the sites (details carry their folder's ``vns_site``)."""
+    site_of = {e.folder: e.site for e in entries}
+    index = pd.concat([pd.read_csv(f / INDEX_FILE, sep="\t") for f in sorted(site_of)])
+    details = [pd.DataFrame(read_table(f / DETAILS_FILE, ["pair_id"])).assign(vns_site=site)
+               for f, site in sorted(site_of.items()) if (f / DETAILS_FILE).exists()]
     details = pd.concat(details) if details else pd.DataFrame()
-    if len(details) and "venus_product_id" in details:
-        details = details.merge(index[["venus_product_id", "vns_site"]], on="venus_product_id", how="left")
-        for c in ("dt_minutes", "shift_dx_m", "shift_dy_m", "shift_spread_m"):
-            details[c] = details[c].astype(float)
-        for c in ("n_matches", "dropped_invalid", "fit_excluded", "dropped_selection", "dropped_outlier",
-                  "patches_kept"):
-            details[c] = details[c].astype(int)
-    else:
-        details = pd.DataFrame()
+    if not (len(details) and "venus_product_id" in details):
+        return index, pd.DataFrame()
+    for c in ("dt_minutes", "shift_dx_m", "shift_dy_m", "shift_spread_m"):
+        details[c] = details[c].astype(float)
+    for c in ("n_matches", "dropped_invalid", "fit_excluded", "dropped_selection", "dropped_outlier",
+              "dropped_residual", "patches_kept"):
+        details[c] = details[c].astype(int)
     return index, details
 
 
 def _patches(entries, index: pd.DataFrame) -> pd.DataFrame:
-    """The per-patch table of the sites (residual misregistration), with the site of each pair."""
-    tables = [pd.DataFrame(read_table(f / PATCHES_FILE, PATCH_COLUMNS, drop_partial_last_line=True))
-              for f in sorted({e.folder for e in entries}) if (f / PATCHES_FILE).exists()]
-    tables = [t for t in tables if len(t)]
+    """The per-patch table of the sites (residual misregistration): the rows of the indexed pairs of
+    each site folder, with the site and the patch centre (map coordinates, from the GeoPackage)."""
+    tables = []
+    for folder in sorted({e.folder for e in entries}):
+        pairs = {e.pair_id: e for e in entries if e.folder == folder}
+        if not (folder / PATCHES_FILE).exists():
+            continue
+        table = pd.DataFrame(read_table(folder / PATCHES_FILE, PATCH_COLUMNS, drop_partial_last_line=True))
+        if not len(table):
+            continue
+        table = table[table["pair_id"].isin(pairs)].copy()
+        table["vns_site"] = table["pair_id"].map(lambda p: pairs[p].site)
+        centres = {pid: _patch_centres(e) for pid, e in pairs.items()}
+        xy = [centres[p][int(k)] if int(k) < len(centres[p]) else (np.nan, np.nan)
+              for p, k in zip(table["pair_id"], table["patch"])]
+        table["x"], table["y"] = [c[0] for c in xy], [c[1] for c in xy]
+        tables.append(table)
     if not tables:
         return pd.DataFrame()
     table = pd.concat(tables)
     for c in RESIDUAL_COLUMNS:
         table[c] = table[c].astype(float)
-    site_of = {e.pair_id: e.site for e in entries}
-    table["vns_site"] = table["pair_id"].map(site_of)
-    table = table[table["vns_site"].notna()].copy()
-    centres = _patch_centres(entries)
-    table["x"] = [centres.get((p, int(k)), (np.nan, np.nan))[0] for p, k in zip(table["pair_id"], table["patch"])]
-    table["y"] = [centres.get((p, int(k)), (np.nan, np.nan))[1] for p, k in zip(table["pair_id"], table["patch"])]
     return table
 
 
-def _patch_centres(entries) -> dict[tuple[str, int], tuple[float, float]]:
-    """(pair id, patch) -> centre of its polygon in the GeoPackage (map coordinates)."""
-    out = {}
-    for e in entries:
-        path = e.folder / f"{e.pair_id}_patches.gpkg"
-        if path.exists():
-            _, bounds = patch_geometries(path)
-            out.update({(e.pair_id, k): ((left + right) / 2, (bottom + top) / 2)
-                        for k, (left, bottom, right, top) in enumerate(bounds)})
-    return out
+def _patch_centres(entry) -> list[tuple[float, float]]:
+    """Centre of each patch polygon of a pair's GeoPackage (map coordinates), in patch order."""
+    path = entry.folder / entry.files["patches_gpkg"]
+    if not path.exists():
+        return []
+    _, bounds = patch_geometries(path)
+    return [((left + right) / 2, (bottom + top) / 2) for left, bottom, right, top in bounds]
 
 
 def residual_table(patches: pd.DataFrame, res10: float = 10.0, res20: float = 20.0) -> pd.DataFrame:
@@ -101,8 +116,102 @@ def _flags(mdf: pd.DataFrame, details: pd.DataFrame, cfg: ReportConfig) -> tuple
     return flags, weak
 
 
+def _provenance(entries, index: pd.DataFrame) -> dict:
+    """What made the dataset (each site folder's manifest) and this report."""
+    from datetime import datetime
+
+    from ..provenance import software_line, software_versions
+
+    software, hashes, methods, layouts = set(), set(), {}, set()
+    for folder in sorted({e.folder for e in entries}):
+        path = folder / MANIFEST_FILE
+        manifest = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if manifest:
+            software.add(software_line(manifest.get("software", {})))
+            hashes.add(str(manifest.get("config_hash")))
+            methods[str(manifest.get("config_hash"))] = manifest.get("method")
+            layouts.add(str(manifest.get("layout")))
+    return {"generated": datetime.now(UTC).isoformat(timespec="seconds"),
+            "report_software": software_line(software_versions()), "dataset_software": sorted(software),
+            "config_hashes": sorted(hashes), "methods": methods, "layouts": sorted(layouts),
+            "venus_products": int(index["venus_product_id"].nunique()),
+            "s2_products": int(index["sentinel2_product_id"].nunique())}
+
+
+def _pairs_table(index: pd.DataFrame, details: pd.DataFrame) -> pd.DataFrame:
+    """One row per pair: the index's products and counts beside the details' registration and drops."""
+    keep = ["vns_site", "date", "s2_tile", "venus_product_id", "sentinel2_product_id", "nb_patches"]
+    pairs = index[keep]
+    if len(details):
+        cols = [c for c in details.columns if c not in ("w_10m", "w_20m", "timings", "software", "vns_site",
+                                                        "config_hash")]
+        pairs = pairs.merge(details[[*cols, "vns_site"]], on=["vns_site", "venus_product_id"], how="left")
+        pairs = pairs[["pair_id", *[c for c in pairs.columns if c != "pair_id"]]]
+    return pairs.sort_values(["vns_site", "date"]).reset_index(drop=True)
+
+
+def _site_tables(report: dict, mdf: pd.DataFrame) -> dict[str, str]:
+    counts = pd.DataFrame(report["site_counts"])
+    counts["published_patches"] = pd.to_numeric(counts["published_patches"])
+    out = {"Pairs and patches per site": table_html(
+        counts, "pairs and patches written per site; published_patches: the SEN2VENµS release's count "
+        "(— for a site outside the 29; the paper gives 579 pairs in all, not per site)", "%.0f")}
+    for metric in ("mae", "rmse"):
+        table = mdf.pivot(index="site", columns="band", values=metric).reindex(columns=BANDS).reset_index()
+        table.columns.name = None
+        out[f"{metric.upper()} per site and band"] = table_html(
+            table, f"{metric.upper()} between Sentinel-2 and VENµS MTF-downsampled to the Sentinel-2 resolution "
+            "(reflectance, paper section 3.1)")
+    if report.get("residuals"):
+        out["Residual misregistration per site"] = table_html(
+            pd.DataFrame(report["residuals"]), "|residual| of the patches after the registration: median and "
+            "95th percentile in metres (_m) and in low-resolution pixels (_px: 10 m or 20 m)", "%.3f")
+    return out
+
+
+def _draw(index, details, patches, mdf, entries, sites, cfg) -> list[DrawnFigure]:
+    """The figures (PNG at ``cfg.dpi``), skipping those without data."""
+    d, p = len(details) > 0, len(patches) > 0
+    specs = [
+        ("pairs_per_site", "Pairs per site (paper Fig. 5)", "Same-day pairs written per site.",
+         lambda: F.pairs_per_site(index, sites)),
+        ("dates_per_site", "Acquisition dates per site (paper Fig. 6)", "One mark per pair, at its date.",
+         lambda: F.dates_per_site(index, sites)),
+        ("time_deltas", "Time deltas (paper Fig. 7)", "Sentinel-2 minus VENµS acquisition time (minutes), "
+         "distribution over the pairs of each site.", (lambda: F.time_deltas(details, sites)) if d else None),
+        ("patches_per_site", "Patches per site (paper Fig. 8)", "Patches written per site (bars) and the "
+         "SEN2VENµS release's count for its 29 sites (diamonds).", lambda: F.patches_per_site(index, sites)),
+        ("patches_per_pair", "Patches per pair (paper Fig. 9)", "Distribution of the patches kept per pair.",
+         lambda: F.patches_per_pair(index, sites)),
+        ("mae", "MAE per band and site (paper Fig. 10)", "Reflectance units.", lambda: F.metric_table(mdf, "mae")),
+        ("rmse", "RMSE per band and site (paper Fig. 11)", "Reflectance units.",
+         lambda: F.metric_table(mdf, "rmse")),
+        ("shifts", "Registration shifts", "Global shift of each pair (metres, equal axes), coloured by the "
+         "number of matches; dashed: the paper's 15 m window.", (lambda: F.shifts(details)) if d else None),
+        ("drops", "Candidate patches by rule", "Candidate patches per site by the rule that dropped them, "
+         "or kept.", (lambda: F.drops(details, sites)) if d else None),
+        ("residuals", "Residual misregistration of the patches", "|residual| per patch after the registration "
+         "(ours, per patch), 10 m and 20 m groups, metres.", (lambda: F.residuals(patches, sites)) if p else None),
+        ("residual_maps", "Where the residual misregistration is", "Patch centres coloured by the 10 m group's "
+         "|residual| (m), arrows its direction (exaggerated); the first 12 sites.",
+         (lambda: F.residual_maps(patches, sites)) if p else None),
+        ("sample_patches", "Sample patches (paper Fig. 12)", "RGB and colour-mapped NIR, VENµS 5 m beside "
+         "Sentinel-2 10 m / 20 m, same colour scale.", lambda: F.sample_patches(entries, cfg)),
+    ]
+    drawn = []
+    for name, title, caption, draw in specs:
+        if draw is not None:
+            fig = draw()
+            fig.tight_layout()
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=cfg.dpi)
+            drawn.append(DrawnFigure(name, title, caption, buf.getvalue()))
+    return drawn
+
+
 def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str | Path | None = None) -> dict:
-    """Compute the metrics, draw the figures, write the HTML page. Returns the report as a dict."""
+    """Compute the metrics, draw the figures, write the self-contained HTML page, the tables and JSON.
+    Returns the report as a dict."""
     cfg = cfg or ReportConfig()
     dataset = Path(dataset)
     out = Path(out) if out else dataset / REPORT_DIR
@@ -113,45 +222,37 @@ def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str 
     sites = sorted({e.site for e in entries})
     index, details = _tables(entries)
     patches = _patches(entries, index)
-    if len(patches):
-        residual_table(patches).to_csv(out / "residuals.tsv", sep="\t", index=False, float_format="%.4f")
     metrics, selections = {}, {}
-    for site in sites:
+    for site in tqdm(sites, desc="report: metrics per site", unit="site", disable=len(sites) < 3):
         sel = select_patches([e for e in entries if e.site == site], cfg)
         selections[site] = [(e.pair_id, j) for e, j in sel]
         metrics[site] = site_metrics(sel)
     mdf = pd.DataFrame([{"site": s, "band": b, **m} for s, bands in metrics.items() for b, m in bands.items()])
-    mdf.to_csv(out / "metrics.tsv", sep="\t", index=False)
     flags, weak = _flags(mdf, details, cfg)
-    drawn = {
-        "pairs_per_site": ("Pairs per site (paper Fig. 5)", lambda: F.pairs_per_site(index, sites)),
-        "dates_per_site": ("Acquisition dates per site (paper Fig. 6)", lambda: F.dates_per_site(index, sites)),
-        "time_deltas": ("Time deltas (paper Fig. 7)", lambda: F.time_deltas(details, sites)),
-        "patches_per_site": ("Patches per site (paper Fig. 8)", lambda: F.patches_per_site(index, sites)),
-        "patches_per_pair": ("Patches per pair (paper Fig. 9)", lambda: F.patches_per_pair(index, sites)),
-        "mae": ("MAE per band and site (paper Fig. 10)", lambda: F.metric_table(mdf, "mae")),
-        "rmse": ("RMSE per band and site (paper Fig. 11)", lambda: F.metric_table(mdf, "rmse")),
-        "shifts_and_drops": ("Registration shifts and patches dropped by each rule",
-                             (lambda: F.shifts_and_drops(details)) if len(details) else None),
-        "residuals": ("Residual misregistration of the patches (ours: per patch, after the registration)",
-                      (lambda: F.residuals(patches, sites)) if len(patches) else None),
-        "residual_maps": ("Where the residual misregistration is (10 m group; arrows: its direction)",
-                          (lambda: F.residual_maps(patches, sites)) if len(patches) else None),
-        "sample_patches": ("Sample patches (paper Fig. 12)", lambda: F.sample_patches(entries, cfg)),
-    }
-    figures = {}
-    for name, (title, draw) in drawn.items():
-        if draw is not None:
-            fig = draw()
-            fig.tight_layout()
-            fig.savefig(out / f"{name}.png", dpi=90)
-            figures[name] = title
+    figures = _draw(index, details, patches, mdf, entries, sites, cfg)
     report = {"sites": sites, "metrics": metrics, "flags": flags, "weak_registrations": weak,
-              "selection": selections, "figures": list(figures),
+              "selection": selections, "figures": [f.name for f in figures],
               "residuals": residual_table(patches).to_dict("records") if len(patches) else [],
               "site_counts": site_counts(index)}
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.html").write_text(render(report, figures, mdf, index, details))
+    pairs = _pairs_table(index, details)
+    page = render(report, figures, _site_tables(report, mdf), pairs, _provenance(entries, index),
+                  cfg.dpi)
+    _write_outputs(out, report, page, figures, mdf, pairs, residual_table(patches) if len(patches) else None)
     log.info("quality report written to %s (%d flags, %d weak registrations)", out / "report.html", len(flags),
              len(weak))
     return report
+
+
+def _write_outputs(out: Path, report: dict, page: str, figures: list[DrawnFigure], mdf: pd.DataFrame,
+                   pairs: pd.DataFrame, residuals: pd.DataFrame | None) -> None:
+    """The report folder: the page, its JSON and tables, and each figure as a PNG file too (for papers)."""
+    from ..writer import atomic_write, write_json, write_tsv
+
+    for f in figures:
+        atomic_write(out / f"{f.name}.png", lambda tmp, b=f.png: tmp.write_bytes(b))
+    tables = {"metrics.tsv": mdf, "pairs.tsv": pairs, "residuals.tsv": residuals}
+    for name, frame in tables.items():
+        if frame is not None:
+            write_tsv(out / name, frame.round(6).to_dict("records"), list(frame.columns))
+    write_json(out / "report.json", report)
+    atomic_write(out / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))

@@ -18,95 +18,155 @@ def _figure(w: float, h: float) -> tuple[Figure, object]:
     return fig, fig.add_subplot()
 
 
+def _site_height(n_sites: int) -> float:
+    """Figure height (inches) for one row per site: labels never overlap, from 1 to 100+ sites."""
+    return 1.2 + 0.24 * max(1, n_sites)
+
+
+def _per_site_axes(sites: list[str], width: float = 7.0) -> tuple[Figure, object]:
+    fig, ax = _figure(width, _site_height(len(sites)))
+    ax.set_yticks(range(len(sites)), sites, fontsize=8 if len(sites) < 40 else 6)
+    ax.set_ylim(len(sites) - 0.5, -0.5)  # first site on top, as in a table
+    ax.grid(axis="x", alpha=0.3)
+    return fig, ax
+
+
 def pairs_per_site(index: pd.DataFrame, sites: list[str]) -> Figure:
-    """Paper Fig. 5."""
-    fig, ax = _figure(6, 3)
-    index.groupby("vns_site").size().reindex(sites).plot.bar(ax=ax, color="tab:blue")
-    ax.set_ylabel("pairs")
+    """Paper Fig. 5, one bar per site (horizontal, so 100 sites stay readable)."""
+    fig, ax = _per_site_axes(sites)
+    ax.barh(range(len(sites)), index.groupby("vns_site").size().reindex(sites).fillna(0), color="tab:blue")
+    ax.set_xlabel("pairs")
     return fig
 
 
 def dates_per_site(index: pd.DataFrame, sites: list[str]) -> Figure:
-    """Paper Fig. 6."""
-    fig, ax = _figure(7, 3)
+    """Paper Fig. 6: one row of acquisition dates per site."""
+    fig, ax = _per_site_axes(sites, 8)
     for k, s in enumerate(sites):
         dates = pd.to_datetime(index.loc[index["vns_site"] == s, "date"])
-        ax.plot(dates, [k] * len(dates), "o", ms=4)
-    ax.set_yticks(range(len(sites)), sites)
+        ax.plot(dates, [k] * len(dates), "|", ms=8, mew=1.5, color="tab:blue")
+    ax.set_xlabel("acquisition date")
     return fig
+
+
+def _boxes(ax, values: list, sites: list[str]) -> None:
+    """One horizontal box per site (empty sites left blank)."""
+    data = [np.asarray(v, dtype=float) for v in values]
+    keep = [k for k, v in enumerate(data) if len(v)]
+    if keep:
+        ax.boxplot([data[k] for k in keep], positions=keep, orientation="horizontal", widths=0.6, flierprops={"ms": 2})
+    ax.set_yticks(range(len(sites)), sites)
 
 
 def time_deltas(details: pd.DataFrame, sites: list[str]) -> Figure:
     """Paper Fig. 7 (``details`` carries the site of each pair in ``vns_site``)."""
-    fig, ax = _figure(6, 3)
+    fig, ax = _per_site_axes(sites)
     if len(details):
-        ax.boxplot([details.loc[details["vns_site"] == s, "dt_minutes"] for s in sites])
-        ax.set_xticks(range(1, len(sites) + 1), sites)
-    ax.set_ylabel("Δt S2 − VENµS (min)")
+        _boxes(ax, [details.loc[details["vns_site"] == s, "dt_minutes"] for s in sites], sites)
+    ax.set_xlabel("Δt Sentinel-2 − VENµS (minutes)")
     return fig
 
 
 def patches_per_site(index: pd.DataFrame, sites: list[str]) -> Figure:
-    """Paper Fig. 8."""
-    fig, ax = _figure(6, 3)
-    index.groupby("vns_site")["nb_patches"].sum().reindex(sites).plot.bar(ax=ax, color="tab:green")
-    ax.set_ylabel("patches")
+    """Paper Fig. 8, with the SEN2VENµS release's count marked for its 29 sites."""
+    from ..sites import PUBLISHED
+
+    fig, ax = _per_site_axes(sites)
+    ax.barh(range(len(sites)), index.groupby("vns_site")["nb_patches"].sum().reindex(sites).fillna(0),
+            color="tab:green", label="this dataset")
+    published = [(k, PUBLISHED[s][1]) for k, s in enumerate(sites) if s in PUBLISHED]
+    if published:
+        ax.plot([p for _, p in published], [k for k, _ in published], "kD", ms=4, label="SEN2VENµS release")
+        ax.set_xscale("log")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlabel("patches")
     return fig
 
 
 def patches_per_pair(index: pd.DataFrame, sites: list[str]) -> Figure:
-    """Paper Fig. 9."""
-    fig, ax = _figure(6, 3)
-    ax.boxplot([index.loc[index["vns_site"] == s, "nb_patches"] for s in sites])
-    ax.set_xticks(range(1, len(sites) + 1), sites)
-    ax.set_ylabel("patches per pair")
+    """Paper Fig. 9: the distribution of patches per pair, one box per site."""
+    fig, ax = _per_site_axes(sites)
+    _boxes(ax, [index.loc[index["vns_site"] == s, "nb_patches"] for s in sites], sites)
+    ax.set_xlabel("patches per pair")
     return fig
 
 
 def metric_table(mdf: pd.DataFrame, metric: str) -> Figure:
-    """Paper Figs. 10 (MAE) and 11 (RMSE): per band and site."""
+    """Paper Figs. 10 (MAE) and 11 (RMSE): per band and site, reflectance units."""
     table = mdf.pivot(index="site", columns="band", values=metric).reindex(columns=BANDS)
-    fig, ax = _figure(7, 0.6 + 0.4 * len(table.index))
+    fig, ax = _figure(7.5, 1.0 + 0.3 * len(table.index))
     im = ax.imshow(table.values, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(BANDS)), BANDS)
-    ax.set_yticks(range(len(table.index)), table.index)
+    ax.set_yticks(range(len(table.index)), table.index, fontsize=8 if len(table.index) < 40 else 6)
     for (i, j), v in np.ndenumerate(table.values):
         ax.text(j, i, f"{v:.4f}", ha="center", va="center", color="w", fontsize=7)
-    fig.colorbar(im, ax=ax)
+    fig.colorbar(im, ax=ax, label=metric.upper())
     return fig
 
 
-def shifts_and_drops(details: pd.DataFrame) -> Figure:
-    """Registration shifts and the patches dropped by each rule, per pair."""
-    fig = Figure(figsize=(9, 3.2))
-    axes = fig.subplots(1, 2)
-    axes[0].scatter(details["shift_dx_m"], details["shift_dy_m"], c=details["n_matches"], cmap="plasma")
-    axes[0].set_xlabel("dx east (m)")
-    axes[0].set_ylabel("dy north (m)")
-    axes[0].set_title("registration shifts")
-    drop = details.set_index("pair_id")[["dropped_invalid", "fit_excluded", "dropped_selection", "dropped_outlier",
-                                         "patches_kept"]]
-    drop.plot.barh(stacked=True, ax=axes[1], legend=True, fontsize=6)
-    axes[1].set_title("patches by rule")
+def shifts(details: pd.DataFrame, window_m: float = 15.0) -> Figure:
+    """The registration shift of every pair (equal axes), coloured by its number of matches, with the
+    paper's 15 m window drawn."""
+    from matplotlib.patches import Circle
+
+    fig, ax = _figure(5.5, 4.8)
+    sc = ax.scatter(details["shift_dx_m"], details["shift_dy_m"], c=details["n_matches"], cmap="plasma", s=12)
+    fig.colorbar(sc, ax=ax, label="matches")
+    ax.add_patch(Circle((0, 0), window_m, fill=False, ls="--", color="grey"))
+    lim = max(window_m * 1.1, float(np.nanmax(np.abs(details[["shift_dx_m", "shift_dy_m"]].to_numpy()))) * 1.1)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlabel("shift east (m)")
+    ax.set_ylabel("shift north (m)")
+    return fig
+
+
+DROP_RULES = {"dropped_invalid": "invalid pixels", "fit_excluded": "excluded from the fit",
+              "dropped_selection": "selection rules", "dropped_outlier": "outliers",
+              "dropped_residual": "residual filter", "patches_kept": "kept"}
+
+
+def drops(details: pd.DataFrame, sites: list[str]) -> Figure:
+    """Candidate patches by the rule that removed them (or kept), summed per site (a row per site)."""
+    fig, ax = _per_site_axes(sites, 8)
+    rules = {c: label for c, label in DROP_RULES.items() if c in details}
+    totals = details.groupby("vns_site")[list(rules)].sum().reindex(sites).fillna(0)
+    left = np.zeros(len(sites))
+    for column, label in rules.items():
+        ax.barh(range(len(sites)), totals[column], left=left, label=label)
+        left += totals[column].to_numpy()
+    ax.set_xlabel("candidate patches")
+    ax.legend(fontsize=7, ncols=5, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return fig
 
 
 def residuals(patches: pd.DataFrame, sites: list[str]) -> Figure:
-    """Per site, the distribution of the residual misregistration of the patches (10 m and 20 m
-    groups, metres), median and 95th percentile marked."""
-    fig = Figure(figsize=(9, 0.6 + 1.6 * len(sites)))
-    axes = fig.subplots(len(sites), 2, squeeze=False)
-    for i, site in enumerate(sites):
-        rows = patches[patches["vns_site"] == site]
-        for j, group in enumerate(("res10", "res20")):
-            ax = axes[i, j]
-            mag = np.hypot(rows[f"{group}_dx_m"], rows[f"{group}_dy_m"])
-            if len(mag):
-                ax.hist(mag, bins=30, color="tab:purple")
-                for q, style in ((0.5, "-"), (0.95, "--")):
-                    ax.axvline(float(np.quantile(mag, q)), color="k", ls=style, lw=1)
-            ax.set_title(f"{site}: {'10' if group == 'res10' else '20'} m group (median —, p95 --)", fontsize=8)
-            ax.set_xlabel("residual misregistration (m)", fontsize=8)
+    """Per site, the distribution of the residual misregistration of the patches (10 m and 20 m groups,
+    metres): one box per site and group, and the histogram of all patches."""
+    fig = Figure(figsize=(10, _site_height(len(sites)) + 0.5))
+    axes = fig.subplots(1, 3, width_ratios=(1, 1, 1.2))
+    for ax, group in zip(axes[:2], ("res10", "res20")):
+        mags = [np.hypot(p[f"{group}_dx_m"], p[f"{group}_dy_m"])
+                for p in (patches[patches["vns_site"] == s] for s in sites)]
+        _boxes(ax, mags, sites)
+        ax.set_ylim(len(sites) - 0.5, -0.5)
+        ax.set_title(f"{'10' if group == 'res10' else '20'} m group", fontsize=9)
+        ax.set_xlabel("|residual| (m)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[1].set_yticklabels([])
+    mags = {g: np.hypot(patches[f"{g}_dx_m"], patches[f"{g}_dy_m"]) for g in ("res10", "res20")}
+    bins = np.linspace(0, max(float(np.nanmax(m)) if len(m) else 0 for m in mags.values()) + 1e-6, 41)
+    for group, colour in (("res10", "tab:purple"), ("res20", "tab:orange")):
+        mag = mags[group]
+        axes[2].hist(mag, bins=bins, color=colour, histtype="step", lw=1.5, label=f"{group[3:]} m group")
+        for q, style in ((0.5, "-"), (0.95, "--")):
+            axes[2].axvline(float(np.quantile(mag, q)), color=colour, ls=style, lw=1)
+    axes[2].set_xlabel("|residual| (m); median —, 95th percentile --")
+    axes[2].set_ylabel("patches")
+    axes[2].legend(fontsize=7)
     return fig
 
 

@@ -33,6 +33,7 @@ class ReportConfig:
     weak_min_matches: int = 50
     weak_max_spread_m: float = 6.0
     sample_patches: int = 2
+    dpi: int = 150  # the figures' resolution (PNG embedded in the page)
 
 
 def load(entry: PairEntry, column: str) -> torch.Tensor:
