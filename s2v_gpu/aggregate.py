@@ -1,9 +1,10 @@
 """``python -m s2v_gpu.aggregate paths.dataset=ROOT``: merge per-site outputs into one dataset index.
 
 Writes ``ROOT/index.csv`` (every site's rows, the Table 4 columns plus ``site_folder``),
-``ROOT/summary.json`` (every site's run summary) and the quality report over all sites
-(``ROOT/report/``). Sites are found as sub-folders holding an ``index.csv``; jobs of a multirun write
-into their own site folders, so merging after (or while) they run never collides with them.
+``ROOT/summary.json`` (every site's run summary), the quality report over all sites
+(``ROOT/report/``), the STAC Collection over the sites' (``ROOT/stac/collection.json``) and the
+dataset card (``ROOT/DATASET_CARD.md``). Sites are found as sub-folders holding an ``index.csv``;
+jobs of a multirun write into their own site folders, so merging after (or while) they run never collides with them.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import json
 import logging
 from pathlib import Path
 
-from .layout import INDEX_COLUMNS, INDEX_FILE, SUMMARY_FILE, read_index_rows
+from .layout import CARD_FILE, INDEX_COLUMNS, INDEX_FILE, MANIFEST_FILE, STAC_DIR, SUMMARY_FILE, read_index_rows
 from .report import ReportConfig, build_report
-from .writer import write_json, write_tsv
+from .writer import atomic_write, write_json, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,23 @@ def aggregate(root: str | Path, report: ReportConfig | None = None) -> dict:
               "patches": sum(int(r["nb_patches"]) for r in rows), "per_site": summaries}
     write_json(root / "summary.json", merged)
     build_report(root, report)
+    _catalog(root)
     log.info("merged %d sites, %d pairs, %d patches into %s", len(summaries), merged["pairs"], merged["patches"],
              root / "index.csv")
     return merged
+
+
+def _catalog(root: Path) -> None:
+    """The dataset's STAC Collection over the sites' (each site's written now if missing) and its card."""
+    from .card import dataset_card
+    from .stac import write_root_stac, write_site_stac
+
+    for index in sorted(root.glob(f"*/{INDEX_FILE}")):
+        if not (index.parent / STAC_DIR / "collection.json").exists() and (index.parent / MANIFEST_FILE).exists():
+            write_site_stac(index.parent)
+    write_root_stac(root)
+    text = dataset_card(root)
+    atomic_write(root / CARD_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def main() -> None:

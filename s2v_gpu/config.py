@@ -84,6 +84,8 @@ class RunConfig:
     progress: bool = True
     #: write the site's quality report (site_folder/report/) at the end of the run
     report: bool = True
+    #: write the site's STAC Collection and Items (site_folder/stac/) and its dataset card
+    stac: bool = True
     paths: PathsConfig = field(default_factory=PathsConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)

@@ -42,6 +42,8 @@ DETAILS_FILE = "pairs_details.tsv"
 SUMMARY_FILE = "summary.json"
 MANIFEST_FILE = "manifest.json"
 #: the quality report's folder inside a site (or dataset) folder
+STAC_DIR = "stac"
+CARD_FILE = "DATASET_CARD.md"
 REPORT_DIR = "report"
 LOCK_FILE = ".s2v_gpu.lock"
 #: The release ships one per site folder; the community loader checks for it.

@@ -26,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .config import ConfigError, DataSource, RunConfig, config_hash, method_config, validate
 from .errors import S2VError
 from .hostmem import retain_freed_memory
-from .layout import LICENCE_FILE, REPORT_DIR, Layout, pair_file_names, published_prefix
+from .layout import CARD_FILE, LICENCE_FILE, REPORT_DIR, STAC_DIR, Layout, pair_file_names, published_prefix
 from .pairing import Pair, find_pairs, sites_in
 from .pipeline import PairResult, PairSkipped, load_pair, process_pair
 from .products import find_products
@@ -151,6 +151,7 @@ def _run_site(cfg: RunConfig, writer: SiteWriter, pairs: list[Pair], device: tor
         outcomes.append(_write(writer, cfg, pair, result, seconds, device))
     summary = _summary(cfg, site, products_root, writer, device, pairs, rejected, outcomes, versions)
     _report(cfg, writer.site_dir, summary)
+    _catalog(cfg, writer, summary)
     writer.write_summary(summary)
     _log_summary(summary)
     return summary
@@ -230,6 +231,22 @@ def _report(cfg: RunConfig, site_dir: Path, summary: dict) -> None:
     except Exception as exc:  # noqa: BLE001 - the dataset is written; the report is a by-product
         log.error("quality report failed: %s", exc)
         summary["report_error"] = f"{type(exc).__name__}: {exc}"
+
+
+def _catalog(cfg: RunConfig, writer: SiteWriter, summary: dict) -> None:
+    """The site's STAC Collection and Items (``stac/``) and its dataset card."""
+    if not (cfg.stac and summary["pairs_in_dataset"]):
+        return
+    from .card import dataset_card
+    from .stac import write_site_stac
+
+    try:
+        write_site_stac(writer.site_dir)
+        writer.write_extra(CARD_FILE, dataset_card(writer.site_dir))
+        summary["stac"] = str(writer.site_dir / STAC_DIR / "collection.json")
+    except Exception as exc:  # noqa: BLE001 - the dataset is written; its catalogue is a by-product
+        log.error("STAC catalogue or dataset card failed: %s", exc)
+        summary["stac_error"] = f"{type(exc).__name__}: {exc}"
 
 
 def _log_summary(summary: dict) -> None:

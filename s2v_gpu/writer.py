@@ -39,6 +39,7 @@ from fiona.crs import CRS as FionaCRS
 
 from .errors import S2VError
 from .layout import (
+    CARD_FILE,
     DETAIL_COLUMNS,
     DETAILS_FILE,
     INDEX_COLUMNS,
@@ -51,6 +52,7 @@ from .layout import (
     REPORT_DIR,
     RESIDUAL_COLUMNS,
     SCALE,
+    STAC_DIR,
     SUMMARY_FILE,
     Layout,
     TableError,
@@ -72,6 +74,10 @@ LICENCE_TEXT = (
     "MAJA), distributed by the Theia land data centre under the Etalab Open Licence 2.0.\n"
     "Made with s2v_gpu; the SEN2VENuS method: Michel et al., Data 2022, 7, 96.\n"
 )
+
+
+#: The files of a site folder that are not a pair's (:meth:`SiteWriter.write_extra`).
+EXTRA_FILES = (LICENCE_FILE, CARD_FILE)
 
 
 class OutputFolderError(S2VError, RuntimeError):
@@ -313,7 +319,7 @@ class SiteWriter:
         except (UnsafeNameError, TypeError, AttributeError) as exc:
             raise OutputFolderError(f"{path}: lists a name that is not a file of the layout ({exc}); "
                                     "choose a new paths.dataset") from exc
-        if any(name != LICENCE_FILE for name in m["files"]):
+        if any(name not in EXTRA_FILES for name in m["files"]):
             raise OutputFolderError(f"{path}: lists files the writer does not make ({m['files']}); "
                                     "choose a new paths.dataset")
         return m
@@ -337,7 +343,7 @@ class SiteWriter:
         self._save_manifest()
 
     def _refuse_foreign_tables(self) -> None:
-        for name in (INDEX_FILE, DETAILS_FILE, PATCHES_FILE, SUMMARY_FILE, REPORT_DIR):
+        for name in (INDEX_FILE, DETAILS_FILE, PATCHES_FILE, SUMMARY_FILE, REPORT_DIR, STAC_DIR, CARD_FILE):
             if (self.site_dir / name).exists():
                 raise OutputFolderError(
                     f"{self.site_dir / name} exists but {self.site_dir} has no {MANIFEST_FILE}: it was not made by "

@@ -1,0 +1,82 @@
+"""The dataset card (Markdown) of a site folder or of a dataset root: what is in it, where it comes
+from, under which licence, how it was made and where that departs from the SEN2VENuS paper, as read
+from the folders' ``index.csv`` and ``manifest.json`` (nothing is assumed about the configuration)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import __version__
+from .layout import INDEX_FILE, MANIFEST_FILE, read_index_rows
+from .sites import PUBLISHED
+
+CITATION = ("Michel, J.; Vinasco-Salinas, J.; Inglada, J.; Hagolle, O. SEN2VENµS, a Dataset for the Training "
+            "of Sentinel-2 Super-Resolution Algorithms. Data 2022, 7, 96. https://doi.org/10.3390/data7070096")
+
+
+def departures(method: dict) -> list[str]:
+    """The choices of a recorded method configuration that are not the paper's, in words."""
+    pipe = method.get("pipeline", {})
+    reg, sel = pipe.get("registration", {}), pipe.get("selection", {})
+    out = []
+    if reg.get("mode") != "paper":
+        out.append("registration: SIFT seed on the most valid tiles, refined by robust Gauss-Newton on the whole "
+                   "overlap (the paper: plain mean of the SIFT matches)")
+    if reg.get("model") == "local":
+        out.append("registration model `local`: a smooth displacement field instead of one global translation")
+    if pipe.get("shift_kernel") not in (None, "keys"):
+        out.append(f"Sentinel-2 resampled with the `{pipe.get('shift_kernel')}` kernel (the paper: bicubic)")
+    if float(sel.get("max_residual_m") or 0) > 0:
+        out.append(f"patches whose measured residual misregistration exceeds {sel['max_residual_m']} m dropped")
+    out.append("per-patch residual misregistration measured and recorded (patches.tsv, GeoPackage attributes)")
+    return out
+
+
+def _sites(folders: list[Path]) -> tuple[list[tuple[str, int, int]], dict]:
+    rows, manifests = [], {}
+    for folder in folders:
+        index = read_index_rows(folder)
+        if index:
+            rows.append((index[0]["vns_site"], len(index), sum(int(r["nb_patches"]) for r in index)))
+        path = folder / MANIFEST_FILE
+        if path.exists():
+            manifests[folder.name] = json.loads(path.read_text(encoding="utf-8"))
+    return rows, manifests
+
+
+def dataset_card(root: Path) -> str:
+    """The card of ``root``: a site folder, or a folder of site folders."""
+    root = Path(root)
+    folders = [root] if (root / INDEX_FILE).exists() and not list(root.glob(f"*/{INDEX_FILE}")) else \
+        sorted(p.parent for p in root.glob(f"*/{INDEX_FILE}"))
+    sites, manifests = _sites(folders)
+    methods = {m.get("config_hash"): m for m in manifests.values()}
+    sizes = sorted({(m.get("method") or {}).get("pipeline", {}).get("patches", {}).get("size_5m", 256)
+                    for m in manifests.values()}) or [256]
+    size = "/".join(str(s) for s in sizes)
+    lines = [f"# Dataset card: {root.resolve().name}", "",
+             f"Sentinel-2 L2A patches at 10 m (B2 B3 B4 B8) and 20 m (B5 B6 B7 B8A), each paired with a VENµS L2A "
+             f"patch at 5 m ({size} px) acquired the same day, registered and radiometrically harmonised, built "
+             f"with s2v_gpu {__version__} after SEN2VENµS.", "",
+             "## Contents", "", "| site | pairs | patches | SEN2VENµS release patches |", "|---|---|---|---|"]
+    lines += [f"| {s} | {p} | {n} | {PUBLISHED[s][1] if s in PUBLISHED else '—'} |" for s, p, n in sites]
+    lines += [f"| **all** | **{sum(s[1] for s in sites)}** | **{sum(s[2] for s in sites)}** | |", "",
+              "## Sources, licence and attribution", "",
+              "Derived from Theia L2A surface reflectance products of VENµS and Sentinel-2 (processed by CNES with "
+              "MAJA, distributed by the Theia land data centre, https://theia.cnes.fr) under the Etalab Open "
+              "Licence 2.0: attribute *CNES / Theia* when using or redistributing. The products of each pair are "
+              "named in `index.csv` (`venus_product_id`, `sentinel2_product_id`) and in the STAC Items (`stac/`).",
+              "", "## Method", "", "The SEN2VENµS method (paper section 2): same-day pairs (|Δt| ≤ 30 min), "
+              "common grid, registration of Sentinel-2 on VENµS, MTF-matched downsampling, per-group linear "
+              "radiometric fit, patch selection. Departures from the paper in this dataset:", ""]
+    for h, m in sorted(methods.items(), key=lambda kv: str(kv[0])):
+        lines.append(f"Configuration `{h}` (recorded in `manifest.json`):")
+        lines += [f"- {d}" for d in departures(m.get("method") or {})]
+        lines.append("")
+    software = sorted({";".join(f"{k}={v}" for k, v in m.get("software", {}).items()) for m in manifests.values()})
+    lines += ["## Provenance", "", *[f"- software: `{s}`" for s in software], "",
+              "## Use", "", "```python", "from s2v_gpu.dataset import Sen2VenusDataset",
+              f"ds = Sen2VenusDataset({str(root.resolve().name)!r}, groups=('10m', '20m'))", "```", "",
+              "## Citation", "", CITATION, ""]
+    return "\n".join(lines)
