@@ -101,7 +101,8 @@ def hydra_app(config_name: str, schema: type, job: Callable[[Any], int], refusal
 
 # ------------------------------------------------------------------------------------- the run app
 #: Keys whose sweep does not need a folder of its own (sites get one; devices give the same data).
-NOT_SEPARATED = ("site", "device", "data", "paths.", "progress", "report", "stac", "overwrite", "hydra/", "hydra.")
+NOT_SEPARATED = ("site", "device", "data", "paths.", "progress", "report", "stac", "cache", "overwrite", "hydra/",
+                 "hydra.")
 
 
 def _swept_keys(sweep_dir: Path) -> set[str]:

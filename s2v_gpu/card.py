@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from . import __version__
-from .layout import INDEX_FILE, MANIFEST_FILE, read_index_rows
+from .layout import MANIFEST_FILE, read_index_rows, site_folders
 from .sites import PUBLISHED
 
 CITATION = ("Michel, J.; Vinasco-Salinas, J.; Inglada, J.; Hagolle, O. SEN2VENµS, a Dataset for the Training "
@@ -48,8 +48,7 @@ def _sites(folders: list[Path]) -> tuple[list[tuple[str, int, int]], dict]:
 def dataset_card(root: Path) -> str:
     """The card of ``root``: a site folder, or a folder of site folders."""
     root = Path(root)
-    folders = [root] if (root / INDEX_FILE).exists() and not list(root.glob(f"*/{INDEX_FILE}")) else \
-        sorted(p.parent for p in root.glob(f"*/{INDEX_FILE}"))
+    folders = site_folders(root)
     sites, manifests = _sites(folders)
     methods = {m.get("config_hash"): m for m in manifests.values()}
     sizes = sorted({(m.get("method") or {}).get("pipeline", {}).get("patches", {}).get("size_5m", 256)

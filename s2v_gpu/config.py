@@ -34,6 +34,24 @@ class PathsConfig:
     demo: str = "demo_products"
 
 
+class OutputFormat(enum.StrEnum):
+    """``pt``: the release's tensors per pair. ``v2``: also Sentinel-2 B11 B12 at 20 m (their own tensor),
+    and each site's patches as georeferenced GeoTIFFs in one zip with the index of SEN2VENuS version 2
+    (``SITE/v2/``; set through the ``format`` group, which turns ``pipeline.swir_20m`` on)."""
+
+    pt = "pt"
+    v2 = "v2"
+
+
+class CacheMode(enum.StrEnum):
+    """The per-pair cache for threshold sweeps (:mod:`s2v_gpu.cache`): ``auto`` uses it in a multirun
+    (``-m``) only; ``on`` / ``off`` always / never."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class DataSource(enum.StrEnum):
     """Where the products come from: the embedded synthetic ``demo`` (or ``tiny``) archive, generated
     once into ``paths.demo``, or ``theia`` products under ``paths.products`` (required)."""
@@ -78,6 +96,8 @@ class RunConfig:
     #: Output naming: "clean" (the paper's names) or "published" (the quirks of the Zenodo release:
     #: 8-character site prefix, red-edge files named b4b5b6b8a, LICENCE, per-site zenith angle).
     layout: Layout = Layout.clean
+    #: set by the format group (conf/format/*.yaml): pt, or v2 (B11 B12 and per-patch GeoTIFFs too)
+    format: OutputFormat = OutputFormat.pt
     #: a site folder made with another configuration is rebuilt (only the files its runs wrote are
     #: removed) instead of refused
     overwrite: bool = False
@@ -86,6 +106,9 @@ class RunConfig:
     report: bool = True
     #: write the site's STAC Collection and Items (site_folder/stac/) and its dataset card
     stac: bool = True
+    #: reuse each pair's registration, MTF and fit across a sweep of the selection thresholds
+    #: (outlier_rmse, max_residual_m), kept in paths.dataset/.s2v_cache
+    cache: CacheMode = CacheMode.auto
     paths: PathsConfig = field(default_factory=PathsConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -117,6 +140,8 @@ def unknown_keys(node, schema, prefix: str = "") -> list[str]:
 def _ranges(cfg: RunConfig) -> list[tuple[bool, str]]:
     p, r = cfg.pipeline, cfg.pipeline.registration
     return [
+        (cfg.format is not OutputFormat.v2 or p.swir_20m,
+         "pipeline.swir_20m=false: format=v2 carries Sentinel-2 B11 B12 (choose format=v2 alone, it sets it)"),
         (cfg.pairing.max_dt_minutes >= 0, f"pairing.max_dt_minutes={cfg.pairing.max_dt_minutes} must be >= 0"),
         (r.tile_size >= 32, f"pipeline.registration.tile_size={r.tile_size} must be >= 32"),
         (0 < r.max_distance_m <= 1000, f"pipeline.registration.max_distance_m={r.max_distance_m} must be in (0, 1000]"),
@@ -209,8 +234,12 @@ def validate(cfg: RunConfig) -> None:
 #: device, progress, report — does not change a byte of them, devices aside; see the README).
 def method_config(cfg: RunConfig) -> dict:
     """The configuration that shapes the tensors, as plain JSON-able values."""
-    return json.loads(json.dumps({"pipeline": asdict(cfg.pipeline), "pairing": asdict(cfg.pairing),
-                                  "layout": str(cfg.layout)}, default=str))
+    method = {"pipeline": asdict(cfg.pipeline), "pairing": asdict(cfg.pairing), "layout": str(cfg.layout)}
+    if cfg.format is not OutputFormat.pt:  # absent at the default: the folders made before it keep their hash
+        method["format"] = str(cfg.format)
+    if not cfg.pipeline.swir_20m:
+        del method["pipeline"]["swir_20m"]
+    return json.loads(json.dumps(method, default=str))
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -28,11 +28,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .layout import FILE_COLUMNS, INDEX_FILE, SCALE, pair_id_of_row, read_index_rows
+from .layout import FILE_COLUMNS, SCALE, SWIR_COLUMN, pair_id_of_row, read_index_rows, site_folders
 
 GROUP_FILES = {
     "10m": {"s2_10m": "tensor_10m_b2b3b4b8", "venus_05m_10mbands": "tensor_05m_b2b3b4b8"},
     "20m": {"s2_20m": "tensor_20m_b5b6b7b8a", "venus_05m_20mbands": "tensor_05m_b5b6b7b8a"},
+    # format=v2 (pipeline.swir_20m): Sentinel-2 B11 B12 at 20 m, without a VENuS counterpart
+    "swir": {"s2_20m_b11b12": SWIR_COLUMN},
 }
 
 
@@ -49,15 +51,14 @@ def read_index(root: str | Path, sites: list[str] | None = None) -> list[PairEnt
     """Pairs listed by the ``index.csv`` of every site folder under ``root`` (or of ``root`` itself)."""
     root = Path(root)
     # a site folder, or a dataset root (its site folders; a merged root index.csv is not read twice)
-    site_level = (root / INDEX_FILE).exists() and not list(root.glob(f"*/{INDEX_FILE}"))
-    folders = [root] if site_level else sorted(p.parent for p in root.glob(f"*/{INDEX_FILE}"))
+    folders = site_folders(root)
     entries = []
     for folder in folders:
         for row in read_index_rows(folder):  # file names checked: never outside the folder
             site = row["vns_site"]
             if sites is not None and site not in sites:
                 continue
-            files = {c: row[c] for c in FILE_COLUMNS}
+            files = {c: row[c] for c in FILE_COLUMNS + [SWIR_COLUMN] if row.get(c)}
             entries.append(PairEntry(site, pair_id_of_row(row), folder, files, int(row["nb_patches"])))
     return entries
 
@@ -101,6 +102,11 @@ class Sen2VenusDataset(Dataset):
             raise ValueError(f"unknown band groups {sorted(unknown)}; choose from {sorted(GROUP_FILES)}")
         self.root, self.groups, self.transforms, self.geo = Path(root), tuple(groups), transforms, geo
         self.pairs = read_index(root) if pairs is None else list(pairs)
+        missing = [e.pair_id for e in self.pairs for g in self.groups for c in GROUP_FILES[g].values()
+                   if c not in e.files]
+        if missing:
+            raise ValueError(f"{root}: the pairs {sorted(set(missing))[:3]}... have no file for the groups "
+                             f"{self.groups} (the swir group needs a dataset built with format=v2)")
         self._offsets = []
         total = 0
         for entry in self.pairs:

@@ -33,6 +33,8 @@ INDEX_COLUMNS = [
     "tensor_05m_b5b6b7b8a", "tensor_20m_b5b6b7b8a", "s2_tile", "vns_site", "date", "venus_zenith_angle",
     "patches_gpkg", "nb_patches",
 ]
+#: With ``pipeline.swir_20m`` (format=v2): Sentinel-2 B11 B12 at 20 m, a column after Table 4's.
+SWIR_COLUMN = "tensor_20m_b11b12"
 #: Index columns naming a tensor file, and every column naming a file of the pair.
 TENSOR_COLUMNS = INDEX_COLUMNS[2:6]
 FILE_COLUMNS = TENSOR_COLUMNS + ["patches_gpkg"]
@@ -43,6 +45,8 @@ SUMMARY_FILE = "summary.json"
 MANIFEST_FILE = "manifest.json"
 #: the quality report's folder inside a site (or dataset) folder
 STAC_DIR = "stac"
+#: format=v2: the site's per-patch GeoTIFFs (one zip) and their index, CESBIO's columns
+V2_DIR = "v2"
 CARD_FILE = "DATASET_CARD.md"
 REPORT_DIR = "report"
 LOCK_FILE = ".s2v_gpu.lock"
@@ -58,7 +62,7 @@ PAIR_ID_RE = re.compile(
     r"^(?P<site>[A-Za-z0-9][A-Za-z0-9_-]*)_(?P<tile>\d{2}[A-Z]{3})_(?P<date>\d{4}-\d{2}-\d{2})(?:-(?P<time>\d{6}))?$"
 )
 _SUFFIXES = ("_05m_b2b3b4b8.pt", "_10m_b2b3b4b8.pt", "_05m_b5b6b7b8a.pt", "_20m_b5b6b7b8a.pt",
-             "_05m_b4b5b6b8a.pt", "_20m_b4b5b6b8a.pt", "_patches.gpkg")
+             "_05m_b4b5b6b8a.pt", "_20m_b4b5b6b8a.pt", "_20m_b11b12.pt", "_patches.gpkg")
 
 
 class Layout(enum.StrEnum):
@@ -130,6 +134,7 @@ def pair_file_names(pid: str, layout: Layout | str = Layout.clean, prefix: str |
         "tensor_10m_b2b3b4b8": f"{pid}_10m_b2b3b4b8.pt",
         "tensor_05m_b5b6b7b8a": f"{pid}_05m_{red}.pt",
         "tensor_20m_b5b6b7b8a": f"{pid}_20m_{red}.pt",
+        SWIR_COLUMN: f"{pid}_20m_b11b12.pt",
         "patches_gpkg": f"{pid}_patches.gpkg",
     }
 
@@ -230,6 +235,14 @@ def read_table(path: Path, columns: list[str], required: bool = False,
     return rows
 
 
+def site_folders(root: Path) -> list[Path]:
+    """The site folders under ``root`` (sub-folders with an ``index.csv``; a site's own ``v2/`` index is
+    not a site), or ``[root]`` when ``root`` is itself a site folder."""
+    root = Path(root)
+    subs = sorted(p.parent for p in root.glob(f"*/{INDEX_FILE}") if p.parent.name != V2_DIR)
+    return [root] if (root / INDEX_FILE).exists() and not subs else subs
+
+
 def read_index_rows(site_dir: Path, required: bool = False) -> list[dict]:
     """The rows of a site's ``index.csv``, every file name checked to be a plain name of the layout
     (no folder, no ``..``): a row can never point outside its site folder.
@@ -239,6 +252,6 @@ def read_index_rows(site_dir: Path, required: bool = False) -> list[dict]:
     """
     rows = read_table(Path(site_dir) / INDEX_FILE, INDEX_COLUMNS, required)
     for r in rows:
-        for c in FILE_COLUMNS:
+        for c in FILE_COLUMNS + ([SWIR_COLUMN] if r.get(SWIR_COLUMN) else []):
             check_file_name(r[c], f"{Path(site_dir) / INDEX_FILE}: {c}")
     return rows

@@ -31,6 +31,8 @@ from .residuals import patch_residuals, to_metres
 from .selection import SelectionConfig, pair_generator, select_random
 
 VENUS_BANDS_READ = ("B3", "B4", "B7", "B8", "B9", "B10", "B11")
+#: Sentinel-2 bands at 20 m without a VENuS counterpart, carried by format=v2
+SWIR_20M = ("B11", "B12")
 
 
 class PairSkipped(S2VError, RuntimeError):
@@ -58,6 +60,9 @@ class PipelineConfig:
     read_margin_extra_px: int = 1
     #: Gauss-Newton steps of the per-patch residual measurement (3: 0.004 px on real texture)
     residual_iterations: int = 3
+    #: also Sentinel-2 B11 and B12 at 20 m, shifted like the other bands and cut into the same patches
+    #: (no VENuS counterpart; set by format=v2, whose layout carries them)
+    swir_20m: bool = False
     masks: MaskConfig = field(default_factory=MaskConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     patches: PatchConfig = field(default_factory=PatchConfig)
@@ -84,6 +89,8 @@ class PairResult:
     w_10: torch.Tensor
     w_20: torch.Tensor
     stats: dict
+    #: ``swir_20m``: Sentinel-2 B11 B12 ``(n, 2, 64, 64)``
+    s2_swir: torch.Tensor | None = None
     #: per kept patch, on the CPU: the residual misregistration of each group (``res10_dx_m``,
     #: ``res10_dy_m``, ``res20_...``, metres east/north), its texture, RMSE and convergence
     patches: dict = field(default_factory=dict)
@@ -113,6 +120,8 @@ class PairInputs:
     #: the opened products (metadata parsed once)
     venus: TheiaProduct | None = None
     s2: TheiaProduct | None = None
+    #: ``swir_20m``: Sentinel-2 B11 B12 on the 20 m grid grown by ``margin20`` (on the VENuS grid only)
+    swir: BandStack | None = None
 
 
 def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu") -> PairInputs:
@@ -145,8 +154,11 @@ def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu
     bands10 = GROUP_10M["s2"] if aligned else GROUP_10M["s2"][:1]
     s10 = read_on_grid(s2, bands10, grid.expanded(10.0, margin), **kw)
     s20 = read_on_grid(s2, GROUP_20M["s2"], grid.expanded(20.0, margin20), **kw) if aligned else None
+    # a stack of its own: the masks of B11 / B12 (their saturation) do not decide which patches are valid
+    swir = read_on_grid(s2, SWIR_20M, grid.expanded(20.0, margin20), **kw) if aligned and cfg.swir_20m else None
     _sync(device)
-    return PairInputs(pair, grid, margin, margin20, v, s10, s20, time.perf_counter() - start, aligned, venus, s2)
+    return PairInputs(pair, grid, margin, margin20, v, s10, s20, time.perf_counter() - start, aligned, venus, s2,
+                      swir)
 
 
 def registration_inputs(inputs: PairInputs) -> tuple[torch.Tensor, ...]:
@@ -188,6 +200,20 @@ def shift_sentinel2(inputs: PairInputs, reg: RegistrationResult, cfg: PipelineCo
             r20[0, :, m20:m20 + h20, m20:m20 + w20], ok20[0, 0, m20:m20 + h20, m20:m20 + w20])
 
 
+def shift_swir(inputs: PairInputs, reg: RegistrationResult, cfg: PipelineConfig,
+               device: torch.device) -> torch.Tensor:
+    """Sentinel-2 B11 B12 moved like the other 20 m bands (:func:`shift_sentinel2`), ``(2, H/4, W/4)``;
+    their own validity is not used (it does not decide the patches)."""
+    grid = inputs.grid
+    if not inputs.s2_aligned:
+        kw = {"kind": cfg.reflectance, "masks": cfg.masks, "device": device, "kernel": cfg.shift_kernel}
+        return read_on_grid(inputs.s2, SWIR_20M, translated(grid.at(20.0), *reg.shift_m), **kw).reflectance
+    dx, dy = reg.shift_px
+    r, _ = apply_shift(inputs.swir.reflectance[None], inputs.swir.valid[None], (dx / 2, dy / 2), cfg.shift_kernel)
+    m20, h20, w20 = inputs.margin20, grid.height // 4, grid.width // 4
+    return r[0, :, m20:m20 + h20, m20:m20 + w20]
+
+
 @dataclass
 class Candidates:
     """The valid patch triplets of a pair: their indices in the row-major patch grid, the
@@ -199,6 +225,8 @@ class Candidates:
     s20: torch.Tensor
     v10: torch.Tensor | None = None
     v20: torch.Tensor | None = None
+    #: ``swir_20m``: Sentinel-2 B11 B12 patches ``(N, 2, s/4, s/4)``
+    swir: torch.Tensor | None = None
 
 
 def valid_candidates(pid: str, v_valid, r10, ok10, r20, ok20, size: int) -> Candidates:
@@ -237,16 +265,49 @@ def fit_radiometry(pid: str, cand: Candidates, rc: RadiometryConfig, gen: torch.
     return w[0], w[1], fit_keep, int(a10.shape[0]), int(a20.shape[0])
 
 
-def select_patches(pid: str, cand: Candidates, w10: torch.Tensor, sc: SelectionConfig, gen: torch.Generator):
-    """At most ``max_patches`` drawn at random, then those with RMSE(S2 10 m, fitted VENuS at 10 m) above
-    ``outlier_rmse`` dropped. Returns ``(chosen, kept)`` as positions among the candidates."""
+def draw_patches(cand: Candidates, sc: SelectionConfig, gen: torch.Generator) -> Candidates:
+    """At most ``max_patches`` candidates drawn at random (paper 2.8), in patch order: the candidates
+    the thresholds then act on."""
     chosen = select_random(torch.arange(cand.ids.numel(), device=cand.ids.device), sc.max_patches, gen)
+    if chosen.numel() == cand.ids.numel():
+        return cand
+    return Candidates(cand.ids[chosen], cand.n_total, cand.s10[chosen], cand.s20[chosen], cand.v10[chosen],
+                      cand.v20[chosen], None if cand.swir is None else cand.swir[chosen])
+
+
+def drop_outliers(pid: str, cand: Candidates, w10: torch.Tensor, sc: SelectionConfig) -> torch.Tensor:
+    """Positions of the drawn candidates whose RMSE(S2 10 m, fitted VENuS at 10 m) is at most
+    ``outlier_rmse``."""
     # the fit is linear and the normalised blur preserves constants: blur(W v) = W blur(v)
-    rmse = patch_rmse(apply_linear(cand.v10[chosen], w10), cand.s10[chosen])
-    final = chosen[rmse <= sc.outlier_rmse]
+    rmse = patch_rmse(apply_linear(cand.v10, w10), cand.s10)
+    final = torch.nonzero(rmse <= sc.outlier_rmse).flatten()
     if final.numel() == 0:
         raise PairSkipped(f"{pid}: every selected patch is an outlier (RMSE > {sc.outlier_rmse})")
-    return chosen, final
+    return final
+
+
+@dataclass
+class Prepared:
+    """A pair computed up to the random draw of its patches: all that the selection thresholds
+    (``outlier_rmse``, ``max_residual_m``) act on, so that a sweep of them starts from here
+    (:mod:`s2v_gpu.cache`). ``cand`` holds the drawn candidates; ``v5_10`` / ``v5_20`` their 5 m
+    VENuS values for each group (``(N, 4, size, size)``, reflectance = values / ``q``)."""
+
+    grid: CommonGrid
+    venus_zenith: float
+    reg: RegistrationResult
+    cand: Candidates
+    v5_10: torch.Tensor
+    v5_20: torch.Tensor
+    q: float
+    w10: torch.Tensor
+    w20: torch.Tensor
+    n_valid: int
+    fit_excluded: int
+    fit_pixels: tuple[int, int]
+    timings: dict
+    #: the local registration model's field (None for ``model=translation``); needs the inputs
+    field: object | None = None
 
 
 def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu",
@@ -257,8 +318,13 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
         PairSkipped: the pair gives no patch (the message says why).
         S2VError / OSError: a product is broken (missing file, unreadable raster, bad metadata).
     """
-    device = torch.device(device)
     inputs = inputs or load_pair(pair, cfg, device)
+    return finish_pair(pair, prepare_pair(pair, cfg, device, inputs), cfg, inputs)
+
+
+def prepare_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str, inputs: PairInputs) -> Prepared:
+    """Registration, shift, candidates, MTF, fit and the random draw of the patches (see :class:`Prepared`)."""
+    device = torch.device(device)
     lap = _Laps(device, {"read": inputs.read_s})
     pid, v, size = pair.pair_id, inputs.v, cfg.patches.size_5m
     if not v.valid.any():
@@ -275,23 +341,37 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
     field = local_field(blue, r10[0], ok10, inputs, reg, cfg)
     lap("local")
     cand = valid_candidates(pid, v.valid, r10, ok10, r20, ok20, size)
+    if cfg.swir_20m:
+        cand.swir = take_patches(shift_swir(inputs, reg, cfg, device), size // 4, cand.ids)
     lap("patchify")
     venus_at_s2_resolution(v, cand, size)
     lap("mtf")
     gen = pair_generator(cfg.seed, pid)
     w10, w20, fit_keep, n10, n20 = fit_radiometry(pid, cand, cfg.radiometry, gen)
     lap("fit")
-    chosen, selected = select_patches(pid, cand, w10, cfg.selection, gen)
+    drawn = draw_patches(cand, cfg.selection, gen)
+    vs, q = v.scaled()
+    v5 = [take_patches(vs, size, drawn.ids, [VENUS_BANDS_READ.index(b) for b in g["venus"]])
+          for g in (GROUP_10M, GROUP_20M)]
+    return Prepared(inputs.grid, inputs.venus.metadata.mean_viewing_zenith, reg, drawn, v5[0], v5[1], q, w10, w20,
+                    int(cand.ids.numel()), int((~fit_keep).sum()), (n10, n20), lap.timings, field)
+
+
+def finish_pair(pair: Pair, prep: Prepared, cfg: PipelineConfig, inputs: PairInputs | None = None) -> PairResult:
+    """The selection thresholds, the local field (``model=local``: needs ``inputs``), the residual
+    misregistration of each kept patch, and the pair's result."""
+    pid, cand, reg = pair.pair_id, prep.cand, prep.reg
+    lap = _Laps(cand.s10.device, prep.timings)
+    selected = drop_outliers(pid, cand, prep.w10, cfg.selection)
     lap("select")
     before_local = selected.numel()
-    local, selected = apply_local_field(pid, field, inputs, reg, cand, selected, cfg)
+    local, selected = apply_local_field(pid, prep.field, inputs, reg, cand, selected, cfg)
     lap("local")
-    residuals, final = residuals_of(pid, cand, selected, w10, w20, cfg)
+    residuals, final = residuals_of(pid, cand, selected, prep.w10, prep.w20, cfg)
     residuals.update({k: v[torch.isin(selected, final).cpu()] for k, v in local.items()})
     reg.extra["dropped_local"] = before_local - selected.numel()
     lap("residuals")
-    return _result(pair, inputs, cand, reg, (w10, w20, fit_keep, n10, n20), (chosen, selected, final), residuals,
-                   cfg, lap)
+    return _result(pair, prep, selected, final, residuals, lap)
 
 
 def local_field(blue, s2_blue: torch.Tensor, s2_ok: torch.Tensor, inputs: PairInputs, reg, cfg: PipelineConfig):
@@ -336,6 +416,10 @@ def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates
     if not ok.any():
         raise PairSkipped(f"{pid}: no selected patch stays valid under the local field")
     cand.s10[selected], cand.s20[selected] = s10.to(cand.s10.dtype), s20.to(cand.s20.dtype)
+    if cand.swir is not None:
+        swir, _ = resample_patches(inputs.swir.reflectance, inputs.swir.valid, inputs.margin20, size // 4, ids,
+                                   d / 2 + f20, k)
+        cand.swir[selected] = swir.to(cand.swir.dtype)
     mean = f10.mean((2, 3)).double().cpu()
     out = {"local_dx_m": mean[:, 0] * 10.0, "local_dy_m": -mean[:, 1] * 10.0, "local_trusted": trusted.cpu()}
     return {key: value[ok.cpu()] for key, value in out.items()}, selected[ok]
@@ -362,33 +446,29 @@ def residuals_of(pid: str, cand: Candidates, final: torch.Tensor, w10: torch.Ten
     return {k: v[keep] for k, v in out.items()}, final[keep]
 
 
-def _result(pair, inputs: PairInputs, cand: Candidates, reg, fit, selection, residuals, cfg: PipelineConfig,
+def _result(pair: Pair, prep: Prepared, selected: torch.Tensor, final: torch.Tensor, residuals: dict,
             lap) -> PairResult:
     """The fitted 5 m VENuS patches of the kept triplets, their bounds, and the pair's statistics."""
-    (w10, w20, fit_keep, n10, n20), (chosen, selected, final) = fit, selection
-    size, v = cfg.patches.size_5m, inputs.v
-    vs, q = v.scaled()  # the kept patches are valid throughout: their reflectance is values / q
-    fitted = [apply_linear(take_patches(vs, size, cand.ids[final], [VENUS_BANDS_READ.index(b) for b in g["venus"]]),
-                           w, q) for g, w in ((GROUP_10M, w10), (GROUP_20M, w20))]
+    cand, reg, grid = prep.cand, prep.reg, prep.grid
+    fitted = [apply_linear(v5[final], w, prep.q) for v5, w in ((prep.v5_10, prep.w10), (prep.v5_20, prep.w20))]
     lap("fit")
     patch_ids = cand.ids[final].tolist()
-    all_bounds = patch_bounds(inputs.grid.left, inputs.grid.top, inputs.grid.height, inputs.grid.width, size)
-    n_valid = int(cand.ids.numel())
+    all_bounds = patch_bounds(grid.left, grid.top, grid.height, grid.width, prep.v5_10.shape[-1])
+    n_drawn, dropped_local = int(cand.ids.numel()), int(reg.extra.get("dropped_local", 0))
     stats = {
-        "patches_total": cand.n_total, "patches_valid": n_valid, "dropped_invalid": cand.n_total - n_valid,
-        "fit_excluded": int((~fit_keep).sum()), "dropped_selection": n_valid - int(chosen.numel()),
-        "dropped_outlier": int(chosen.numel() - selected.numel()) - int(reg.extra.get("dropped_local", 0)),
+        "patches_total": cand.n_total, "patches_valid": prep.n_valid, "dropped_invalid": cand.n_total - prep.n_valid,
+        "fit_excluded": prep.fit_excluded, "dropped_selection": prep.n_valid - n_drawn,
+        "dropped_outlier": n_drawn - int(selected.numel()) - dropped_local,
         "dropped_residual": int(selected.numel() - final.numel()), "patches_kept": int(final.numel()),
-        "dropped_local": int(reg.extra.get("dropped_local", 0)),
-        "fit_pixels_10m": n10, "fit_pixels_20m": n20,
-        "common_grid": [inputs.grid.left, inputs.grid.top, inputs.grid.width, inputs.grid.height],
-        "venus_zenith": inputs.venus.metadata.mean_viewing_zenith, "timings": lap.timings,
-        **residual_summary(residuals),
+        "dropped_local": dropped_local, "fit_pixels_10m": prep.fit_pixels[0], "fit_pixels_20m": prep.fit_pixels[1],
+        "common_grid": [grid.left, grid.top, grid.width, grid.height],
+        "venus_zenith": prep.venus_zenith, "timings": lap.timings, **residual_summary(residuals),
     }
     return PairResult(pair=pair, v05_10=fitted[0], s2_10=cand.s10[final], v05_20=fitted[1], s2_20=cand.s20[final],
-                      patch_index=patch_ids, bounds=[all_bounds[i] for i in patch_ids], crs=inputs.grid.crs,
-                      registration=reg, w_10=w10, w_20=w20, stats=stats,
-                      patches={k: v.cpu() for k, v in residuals.items()})
+                      patch_index=patch_ids, bounds=[all_bounds[i] for i in patch_ids], crs=grid.crs,
+                      registration=reg, w_10=prep.w10, w_20=prep.w20, stats=stats,
+                      patches={k: v.cpu() for k, v in residuals.items()},
+                      s2_swir=None if cand.swir is None else cand.swir[final])
 
 
 def residual_summary(residuals: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -23,12 +23,22 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .config import ConfigError, DataSource, RunConfig, config_hash, method_config, validate
+from .cache import PairCache
+from .config import (
+    CacheMode,
+    ConfigError,
+    DataSource,
+    OutputFormat,
+    RunConfig,
+    config_hash,
+    method_config,
+    validate,
+)
 from .errors import S2VError
 from .hostmem import retain_freed_memory
 from .layout import CARD_FILE, LICENCE_FILE, REPORT_DIR, STAC_DIR, Layout, pair_file_names, published_prefix
 from .pairing import Pair, find_pairs, sites_in
-from .pipeline import PairResult, PairSkipped, load_pair, process_pair
+from .pipeline import PairResult, PairSkipped, finish_pair, load_pair, prepare_pair, process_pair
 from .products import find_products
 from .provenance import software_versions
 from .synthetic import TRUTH_FILE, generate, preset
@@ -121,8 +131,9 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None, job_num: int | None
         # every site folder is opened (locked, checked) before any pair is read
         writers = [stack.enter_context(SiteWriter(root, site, cfg.layout, config_hash(cfg), method_config(cfg),
                                                   versions, cfg.overwrite)) for site in sites]
+        cache = _cache(cfg, device, versions, multirun=job_num is not None)
         summaries = [_run_site(cfg, w, find_pairs(products, w.site, cfg.pairing), device, products_root, rejected,
-                               versions) for w in writers]
+                               versions, cache) for w in writers]
     return summaries[0] if len(summaries) == 1 else _all_sites(summaries)
 
 
@@ -135,8 +146,18 @@ def _all_sites(summaries: list[dict]) -> dict:
             "config": summaries[0]["config"]}
 
 
+def _cache(cfg: RunConfig, device: torch.device, versions: dict, multirun: bool) -> PairCache | None:
+    """The sweep cache in ``paths.dataset`` (shared by the jobs of a multirun), when it applies."""
+    if cfg.cache is CacheMode.off or (cfg.cache is CacheMode.auto and not multirun):
+        return None
+    if cfg.pipeline.registration.model == "local":
+        log.info("cache not used: registration.model=local resamples from the products after the selection")
+        return None
+    return PairCache(Path(cfg.paths.dataset), cfg, device, versions)
+
+
 def _run_site(cfg: RunConfig, writer: SiteWriter, pairs: list[Pair], device: torch.device, products_root: Path,
-              rejected: list[str], versions: dict) -> dict:
+              rejected: list[str], versions: dict, cache: PairCache | None = None) -> dict:
     """Every pair of one site through the pipeline into its (open) folder; returns the site summary."""
     site = writer.site
     if cfg.layout is Layout.published:
@@ -147,21 +168,29 @@ def _run_site(cfg: RunConfig, writer: SiteWriter, pairs: list[Pair], device: tor
     todo = [p for p in pairs if p.venus_name.name not in done]
     log.info("site %s: %d pairs (%d already complete) on %s -> %s", site, len(pairs), len(outcomes), device,
              writer.site_dir)
-    for pair, result, seconds in _computed(todo, cfg, device, outcomes):
+    for pair, result, seconds in _computed(todo, cfg, device, outcomes, cache):
         outcomes.append(_write(writer, cfg, pair, result, seconds, device))
     summary = _summary(cfg, site, products_root, writer, device, pairs, rejected, outcomes, versions)
     _report(cfg, writer.site_dir, summary)
     _catalog(cfg, writer, summary)
+    _export_v2(cfg, writer, summary)
     writer.write_summary(summary)
     _log_summary(summary)
     return summary
 
 
-def _computed(todo: list[Pair], cfg: RunConfig, device: torch.device, outcomes: list) -> Iterator:
+def _computed(todo: list[Pair], cfg: RunConfig, device: torch.device, outcomes: list,
+              cache: PairCache | None = None) -> Iterator:
     """``(pair, result, seconds)`` of each pair that gives patches, the next pair read in a background
-    thread while the current one is computed; failures go to ``outcomes`` with their reason."""
+    thread while the current one is computed (not when the cache holds it); failures go to
+    ``outcomes`` with their reason."""
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s2v-reader")
-    submit = lambda i: loader.submit(load_pair, todo[i], cfg.pipeline, device) if i < len(todo) else None  # noqa: E731
+
+    def submit(i: int):
+        if i >= len(todo) or (cache is not None and cache.path(todo[i]).is_file()):
+            return None
+        return loader.submit(load_pair, todo[i], cfg.pipeline, device)
+
     try:
         nxt = submit(0)
         with logging_redirect_tqdm():
@@ -169,18 +198,44 @@ def _computed(todo: list[Pair], cfg: RunConfig, device: torch.device, outcomes: 
                        disable=not cfg.progress or not sys.stderr.isatty())
             for i, pair in enumerate(bar):
                 start, current, nxt = time.perf_counter(), nxt, None
-                try:
-                    inputs = current.result()
+
+                def read_this_then_the_next(pair=pair, current=current, i=i):
+                    nonlocal nxt
+                    inputs = current.result() if current is not None else load_pair(pair, cfg.pipeline, device)
                     nxt = submit(i + 1)
-                    result = process_pair(pair, cfg.pipeline, device, inputs=inputs)
-                    del inputs
+                    return inputs
+
+                try:
+                    result = _compute(pair, cfg, device, read_this_then_the_next, cache)
                 except Exception as exc:  # noqa: BLE001 - one pair must not stop the site
                     outcomes.append(_failure(pair.pair_id, exc))
-                    nxt = nxt or submit(i + 1)
                     continue
+                finally:
+                    nxt = nxt or submit(i + 1)
                 yield pair, result, time.perf_counter() - start
     finally:
         loader.shutdown(wait=True, cancel_futures=True)
+
+
+def _compute(pair: Pair, cfg: RunConfig, device: torch.device, read, cache: PairCache | None) -> PairResult:
+    """One pair's result: from the cache when it holds the pair's prepared state (or skip), else
+    computed (and, with a cache, saved before the thresholds are applied)."""
+    if cache is None:
+        return process_pair(pair, cfg.pipeline, device, inputs=read())
+    with cache.slot(pair) as path:
+        prep = cache.load(path)
+        if prep is None:
+            try:
+                prep = prepare_pair(pair, cfg.pipeline, device, read())
+            except PairSkipped as exc:
+                cache.save(path, str(exc))
+                raise
+            cache.save(path, prep)
+        else:
+            log.info("%s: registration, MTF and fit taken from the cache (%s)", pair.pair_id, path.name)
+    if isinstance(prep, str):
+        raise PairSkipped(prep)
+    return finish_pair(pair, prep, cfg.pipeline)
 
 
 def _write(writer: SiteWriter, cfg: RunConfig, pair: Pair, result: PairResult, seconds: float,
@@ -247,6 +302,19 @@ def _catalog(cfg: RunConfig, writer: SiteWriter, summary: dict) -> None:
     except Exception as exc:  # noqa: BLE001 - the dataset is written; its catalogue is a by-product
         log.error("STAC catalogue or dataset card failed: %s", exc)
         summary["stac_error"] = f"{type(exc).__name__}: {exc}"
+
+
+def _export_v2(cfg: RunConfig, writer: SiteWriter, summary: dict) -> None:
+    """``format=v2``: the site's patches as GeoTIFFs in one zip, with the v2 index (``SITE/v2/``)."""
+    if cfg.format is not OutputFormat.v2 or not summary["pairs_in_dataset"]:
+        return
+    from .v2 import export_site_v2
+
+    try:
+        summary["v2_index"] = str(export_site_v2(writer.site_dir))
+    except Exception as exc:  # noqa: BLE001 - the tensors are written; say loudly what is missing
+        log.error("format v2 export failed: %s", exc)
+        summary["v2_error"] = f"{type(exc).__name__}: {exc}"
 
 
 def _log_summary(summary: dict) -> None:

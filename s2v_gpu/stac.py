@@ -22,7 +22,7 @@ from pystac.validation import JsonSchemaSTACValidator
 from . import __version__
 from .bands import GROUP_10M, GROUP_20M, S2_WAVELENGTH, VENUS_WAVELENGTH
 from .dataset import PairEntry, patch_geometries, read_index
-from .layout import INDEX_FILE, MANIFEST_FILE, PAIR_ID_RE, STAC_DIR, read_index_rows
+from .layout import INDEX_FILE, MANIFEST_FILE, PAIR_ID_RE, STAC_DIR, SWIR_COLUMN, read_index_rows
 from .writer import atomic_write
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ ASSETS = {
     "s2_20m": ("tensor_20m_b5b6b7b8a", "Sentinel-2", 20.0, GROUP_20M["s2"], "Sentinel-2 L2A B5 B6 B7 B8A, 20 m"),
     "venus_05m_20mbands": ("tensor_05m_b5b6b7b8a", "VENuS", 5.0, GROUP_20M["venus"],
                            "VENuS L2A bands matching Sentinel-2 B5 B6 B7 B8A, 5 m, radiometrically fitted"),
+    "s2_20m_b11b12": (SWIR_COLUMN, "Sentinel-2", 20.0, ("B11", "B12"),
+                      "Sentinel-2 L2A B11 B12, 20 m, co-registered (no VENuS counterpart)"),
 }
 TENSOR_TYPE = "application/octet-stream; application=pytorch"
 
@@ -91,6 +93,8 @@ def pair_item(entry: PairEntry, row: dict, details: dict | None) -> pystac.Item:
     item = pystac.Item(entry.pair_id, geom, bbox, product_datetime(row["venus_product_id"]), props,
                        stac_extensions=list(EXTENSIONS))
     for key, (column, sensor, gsd, bands, description) in ASSETS.items():
+        if column not in entry.files:  # B11 B12: only with pipeline.swir_20m
+            continue
         item.add_asset(key, pystac.Asset(str(entry.folder / entry.files[column]), title=description,
                                          media_type=TENSOR_TYPE, roles=["data"],
                                          extra_fields={"gsd": gsd, "bands": _bands(sensor, bands)}))

@@ -54,6 +54,8 @@ from .layout import (
     SCALE,
     STAC_DIR,
     SUMMARY_FILE,
+    SWIR_COLUMN,
+    V2_DIR,
     Layout,
     TableError,
     UnsafeNameError,
@@ -265,6 +267,8 @@ class SiteWriter:
         self.root, self.site, self.layout = Path(dataset_root), site, Layout(layout)
         self.config_hash, self.method, self.provenance, self.overwrite = config_hash, method, provenance, overwrite
         self.site_dir = self.root / site
+        swir = bool((method or {}).get("pipeline", {}).get("swir_20m"))
+        self.index_columns = INDEX_COLUMNS + ([SWIR_COLUMN] if swir else [])
         self.index_rows: list[dict] = []
         self.details: dict[str, dict] = {}
         self.manifest: dict = {}
@@ -343,7 +347,7 @@ class SiteWriter:
         self._save_manifest()
 
     def _refuse_foreign_tables(self) -> None:
-        for name in (INDEX_FILE, DETAILS_FILE, PATCHES_FILE, SUMMARY_FILE, REPORT_DIR, STAC_DIR, CARD_FILE):
+        for name in (INDEX_FILE, DETAILS_FILE, PATCHES_FILE, SUMMARY_FILE, REPORT_DIR, STAC_DIR, CARD_FILE, V2_DIR):
             if (self.site_dir / name).exists():
                 raise OutputFolderError(
                     f"{self.site_dir / name} exists but {self.site_dir} has no {MANIFEST_FILE}: it was not made by "
@@ -409,7 +413,7 @@ class SiteWriter:
     def _write_tables(self) -> None:
         write_tsv(self.site_dir / DETAILS_FILE, sorted(self.details.values(), key=lambda r: r["pair_id"]),
                   DETAIL_COLUMNS)
-        write_tsv(self.site_dir / INDEX_FILE, self.index_rows, INDEX_COLUMNS)  # last: it marks complete pairs
+        write_tsv(self.site_dir / INDEX_FILE, self.index_rows, self.index_columns)  # last: it marks complete pairs
 
     # ---------------------------------------------------------------------------------- the pairs
     @property
@@ -549,6 +553,9 @@ def write_pair(writer: SiteWriter, cfg, pair, result, names: dict[str, str], sec
                "tensor_10m_b2b3b4b8": lambda: to_int16(result.s2_10),
                "tensor_05m_b5b6b7b8a": lambda: to_int16(result.v05_20),
                "tensor_20m_b5b6b7b8a": lambda: to_int16(result.s2_20)}
+    if result.s2_swir is not None:
+        tensors[SWIR_COLUMN] = lambda: to_int16(result.s2_swir)
+        index_row[SWIR_COLUMN] = names[SWIR_COLUMN]
     extra = {k: result.patches[k].tolist() for k in RESIDUAL_COLUMNS if k in result.patches}
     patch_rows = [{"pair_id": names["pair_id"], "patch": k, "grid_index": g,
                    **{c: _cell(v[k]) for c, v in extra.items()}} for k, g in enumerate(result.patch_index)]
