@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from .layout import CARD_FILE, INDEX_COLUMNS, INDEX_FILE, MANIFEST_FILE, STAC_DIR, SUMMARY_FILE, read_index_rows
 from .report import ReportConfig, build_report
@@ -24,7 +27,8 @@ def aggregate(root: str | Path, report: ReportConfig | None = None) -> dict:
     """Merge the site folders under ``root``; returns the merged summary."""
     root = Path(root)
     rows, summaries = [], {}
-    for index in sorted(root.glob(f"*/{INDEX_FILE}")):
+    for index in tqdm(sorted(root.glob(f"*/{INDEX_FILE}")), desc="aggregate: sites", unit="site",
+                      disable=not sys.stderr.isatty()):
         site_rows = read_index_rows(index.parent)
         for r in site_rows:
             r["site_folder"] = index.parent.name

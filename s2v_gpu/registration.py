@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import check_shape
-from .resample import sample_points
+from .phase import phase_correlation
+from .resample import sample_grid
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,17 @@ class RegistrationModel(enum.StrEnum):
 
     translation = "translation"
     local = "local"
+
+
+class RegistrationSeed(enum.StrEnum):
+    """Robust mode: what seeds the refinement. ``sift``: the trimmed mean of Kornia SIFT matches on the
+    most valid tiles; ``phase``: phase correlation of the same tiles (:mod:`s2v_gpu.phase`), falling
+    back to SIFT where the tiles disagree or correlate weakly; ``auto``: phase on the CPU (where SIFT
+    costs most of the registration), SIFT on CUDA."""
+
+    auto = "auto"
+    sift = "sift"
+    phase = "phase"
 
 
 class RegistrationMode(enum.StrEnum):
@@ -71,6 +83,14 @@ class RegistrationConfig:
     min_matches: int = 20  # fewer matches: the pair is refused
     inlier_px: float = 1.0  # robust mode: matches within this radius of the median are averaged
     refine: bool = True  # robust mode: Gauss-Newton refinement over the valid overlap
+    #: robust mode with refinement: the seed (see :class:`RegistrationSeed`)
+    seed: RegistrationSeed = RegistrationSeed.auto
+    #: phase seed: a tile whose correlation peak is below this, or whose shift exceeds
+    #: ``max_distance_m``, does not count (same-day pairs give 0.3-0.55; noise against a scene up to
+    #: 0.07 on a 192 px tile); fewer than ``phase_min_tiles`` counting tiles within ``inlier_px`` of
+    #: their median and SIFT seeds instead
+    phase_min_peak: float = 0.15
+    phase_min_tiles: int = 2
     refine_iterations: int = 15
     #: robust mode: SIFT on at most this many tiles, those with the most valid pixels (the matches
     #: only seed the refinement; the paper mode always uses every tile). 0: every tile.
@@ -293,9 +313,10 @@ def refine_translation(
     Model: ``reference(p) = a * moving(p + d) + b``; unknowns d (2), gain a and offset b; Tukey
     weights on the residuals (scale from their MAD) reject what one image shows and the other does not.
     The points p are a regular subsample of at most ``max_pixels`` valid reference pixels; each step
-    samples the moving image and its gradient there with the Keys cubic (one 16-tap gather, the
-    gradient being the interpolant's exact derivative) and solves the 4x4 weighted normal equations
-    in float64.
+    samples the moving image and its gradient there through ``kernel`` (the gradient being the
+    interpolant's exact derivative; all points share the fraction of d, so the taps are applied
+    separably to whole rows, :func:`~s2v_gpu.resample.sample_grid`) and solves the 4x4 weighted
+    normal equations in float64.
 
     Args:
         reference, moving: ``(H, W)`` float32 images.
@@ -311,13 +332,14 @@ def refine_translation(
     rows = torch.arange(0, h, step, device=device)
     cols = torch.arange(0, w, step, device=device)
     keep = ref_valid[rows][:, cols]
-    rr, cc = torch.meshgrid(rows.double(), cols.double(), indexing="ij")
-    pr, pc = rr[keep], cc[keep]
-    y_all = reference[rows][:, cols][keep].double()
+    y_all = reference[rows][:, cols].double()
+    moving64 = moving.double()
     d = torch.tensor(shift_px, dtype=torch.float64, device=device)
     n_used = 0
     for _ in range(iterations):
-        value, gx, gy, ok = sample_points(moving, mov_valid, pc + d[0], pr + d[1], kernel)
+        # every point moves by the same d: separable taps over whole rows (no per-point gather)
+        value, gx, gy, ok = sample_grid(moving64, mov_valid, rows, cols, (float(d[0]), float(d[1])), kernel)
+        ok &= keep
         n_used = int(ok.sum())
         if n_used < min_points:
             break
@@ -378,6 +400,11 @@ def register(
     reference, moving = reference.float(), moving.float()
 
     robust = cfg.mode == "robust"
+    if robust and cfg.refine and _seed_kind(cfg, reference.device) is RegistrationSeed.phase:
+        result = phase_seed(reference, moving, ref_valid, mov_valid, pixel_size, cfg)
+        if result is not None:
+            _refine(result, reference, moving, ref_valid, mov_valid, pixel_size, cfg, kernel)
+            return result
     p_ref, p_mov = match_keypoints(reference, moving, ref_valid, mov_valid, cfg, mask_before_detection=robust,
                                    max_tiles=cfg.max_tiles if robust and cfg.refine else 0)
     keep = _valid_at(ref_valid, p_ref) & _valid_at(mov_valid, p_mov)
@@ -385,6 +412,39 @@ def register(
     if result.ok and robust and cfg.refine:
         _refine(result, reference, moving, ref_valid, mov_valid, pixel_size, cfg, kernel)
     return result
+
+
+def _seed_kind(cfg: RegistrationConfig, device: torch.device) -> RegistrationSeed:
+    if cfg.seed == RegistrationSeed.auto:
+        return RegistrationSeed.phase if device.type == "cpu" else RegistrationSeed.sift
+    return RegistrationSeed(cfg.seed)
+
+
+def phase_seed(reference, moving, ref_valid, mov_valid, pixel_size: float,
+               cfg: RegistrationConfig) -> RegistrationResult | None:
+    """The phase-correlation seed on the ``max_tiles`` most valid tiles: the mean of the tiles within
+    ``inlier_px`` of their median, or None (fall back to SIFT) when too few strong tiles agree."""
+    size, offsets = tile_offsets(ref_valid, mov_valid, cfg.tile_size, cfg.max_tiles)
+    d, peak = phase_correlation(_cut(reference, offsets, size), _cut(moving, offsets, size),
+                                _cut(ref_valid, offsets, size), _cut(mov_valid, offsets, size))
+    # like the matches: beyond max_distance_m is no candidate (it is noise locking onto something)
+    strong = d[(peak >= cfg.phase_min_peak) & (d.norm(dim=1) * pixel_size <= cfg.max_distance_m)]
+    need = min(cfg.phase_min_tiles, len(offsets))
+    if strong.shape[0] < need:
+        log.info("phase seed: %d of %d tiles correlate (peaks %s); SIFT seeds instead", strong.shape[0],
+                 len(offsets), [round(float(p), 3) for p in peak])
+        return None
+    median = strong.sort(dim=0).values[(strong.shape[0] - 1) // 2]
+    dist = (strong - median).norm(dim=1)
+    inliers = strong[dist <= cfg.inlier_px]
+    if inliers.shape[0] < need:
+        log.info("phase seed: the tiles disagree (%s px); SIFT seeds instead", strong.tolist())
+        return None
+    est = inliers.mean(dim=0)
+    return RegistrationResult(_to_m(est, pixel_size), (float(est[0]), float(est[1])), int(inliers.shape[0]),
+                              len(offsets), _to_m(median, pixel_size), float(1.4826 * dist.median()) * pixel_size,
+                              "robust-phase", sift_shift_m=(math.nan, math.nan),
+                              extra={"seed": "phase", "peaks": [round(float(p), 4) for p in peak]})
 
 
 def _to_m(v, pixel_size: float) -> tuple[float, float]:
@@ -438,7 +498,7 @@ def _refine(result: RegistrationResult, reference, moving, ref_valid, mov_valid,
         log.warning("refinement moved %.2f px from the match estimate; kept the match estimate", jump)
         return
     result.shift_px, result.shift_m = refined, _to_m(refined, pixel_size)
-    result.mode, result.refine_pixels = "robust+refined", used
+    result.mode, result.refine_pixels = f"{result.mode}+refined", used
     if math.hypot(*result.shift_m) > cfg.max_distance_m:
         result.ok = False
         result.reason = (f"refined shift {math.hypot(*result.shift_m):.1f} m exceeds max_distance_m "

@@ -251,6 +251,43 @@ def sample_points(image: torch.Tensor, valid: torch.Tensor, cols: torch.Tensor, 
     return value, dx, dy, ok
 
 
+def sample_grid(image: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                shift: tuple[float, float], kernel: str = "lanczos4"
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`sample_points` at the points of a regular grid moved by one common ``shift``: every point
+    has the same fraction, so the taps' weights are computed once and applied separably to whole rows
+    (slices instead of a gather of ``taps²`` values per point).
+
+    Args:
+        image: ``(H, W)`` float.
+        valid: ``(H, W)`` bool.
+        rows, cols: ``(R,)``, ``(C,)`` integer pixel positions of the grid.
+        shift: ``(dx, dy)`` pixels: the samples are at ``(cols + dx, rows + dy)``.
+
+    Returns:
+        ``(value, d/dx, d/dy, ok)``, each ``(R, C)``, in ``image``'s precision (float64 for float64).
+    """
+    k = _kernel(kernel)
+    nx, ny = math.floor(shift[0]), math.floor(shift[1])
+    t = torch.tensor([shift[0] - nx, shift[1] - ny], dtype=torch.float64)
+    wx, wy, dwx, dwy = (v.to(image.dtype).to(image.device) for v in (k.weights(t[0]), k.weights(t[1]),
+                                                                        k.derivative(t[0]), k.derivative(t[1])))
+    h, w = image.shape
+    pad = max(-k.offsets[0], k.offsets[-1]) + max(abs(nx), abs(ny)) + 1
+    img = F.pad(image[None], (pad, pad, pad, pad))[0]
+    ok_img = F.pad(valid[None].to(torch.uint8), (pad, pad, pad, pad))[0].bool()
+    r = [rows + pad + ny + o for o in k.offsets]
+    c = [cols + pad + nx + o for o in k.offsets]
+    lines = torch.stack([img[ri] for ri in r])  # taps, R, W + 2 pad
+    vert, dvert = torch.tensordot(wy, lines, 1), torch.tensordot(dwy, lines, 1)  # R, W'
+    ok_rows = torch.stack([ok_img[ri] for ri in r]).all(0)
+    value = sum(wx[i] * vert[:, ci] for i, ci in enumerate(c))
+    dx = sum(dwx[i] * vert[:, ci] for i, ci in enumerate(c))
+    dy = sum(wx[i] * dvert[:, ci] for i, ci in enumerate(c))
+    ok = torch.stack([ok_rows[:, ci] for ci in c]).all(0)
+    return value, dx, dy, ok
+
+
 def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int,
                 kernel: Kernel | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """out(p) = x(p + d) along ``dim`` with the taps of ``kernel`` (default Keys); ok = every tap used

@@ -34,19 +34,42 @@ def _blue_pair(archive, date, device="cpu"):
     return ref, s.reflectance[0], ref_valid, s.valid
 
 
+@pytest.mark.parametrize("seed", ["sift", "phase"])
 @pytest.mark.parametrize("k", range(len(SHIFTS)))
-def test_robust_mode_recovers_the_injected_shift(shifted_archive, k, device):
+def test_robust_mode_recovers_the_injected_shift(shifted_archive, k, seed, device):
     date = shifted_archive.truth["dates"][k]
-    r = register(*_blue_pair(shifted_archive, date, device), pixel_size=10.0)
+    r = register(*_blue_pair(shifted_archive, date, device), pixel_size=10.0, config=RegistrationConfig(seed=seed))
     assert r.ok, r.reason
-    assert r.mode == "robust+refined"
+    assert r.mode == ("robust" if seed == "sift" else "robust-phase") + "+refined"
     err = math.hypot(r.shift_m[0] - date["shift_m"][0], r.shift_m[1] - date["shift_m"][1])
     assert err < 0.25, f"shift {r.shift_m} vs truth {date['shift_m']}: {err:.2f} m"  # README: 0.04-0.20 m
     # pixel and metre conventions agree (x east = +col, y north = -row)
     assert r.shift_px[0] * 10 == pytest.approx(r.shift_m[0]) and -r.shift_px[1] * 10 == pytest.approx(r.shift_m[1])
-    # the matches themselves agree with the truth (their median within 1 px), not only the refinement
+    # the seed itself agrees with the truth (within 1 px), not only the refinement
     assert math.hypot(r.median_m[0] - date["shift_m"][0], r.median_m[1] - date["shift_m"][1]) < 10.0
-    assert r.n_matches >= 20 and 0 < r.spread_m < 10.0
+    if seed == "sift":
+        assert r.n_matches >= 20 and 0 < r.spread_m < 10.0
+    else:
+        assert r.n_matches >= 1 and min(r.extra["peaks"]) > 0.3  # strong correlation peaks on every tile
+
+
+def test_both_seeds_refine_to_the_same_shift_and_auto_is_phase_on_cpu(shifted_archive):
+    for date in shifted_archive.truth["dates"]:
+        pair = _blue_pair(shifted_archive, date)
+        sift = register(*pair, pixel_size=10.0, config=RegistrationConfig(seed="sift"))
+        auto = register(*pair, pixel_size=10.0)
+        assert auto.mode == "robust-phase+refined"
+        assert math.hypot(auto.shift_m[0] - sift.shift_m[0], auto.shift_m[1] - sift.shift_m[1]) < 0.01
+
+
+def test_weak_phase_correlation_falls_back_to_sift(shifted_archive):
+    """Tiles that do not correlate (the moving image is another scene) do not seed: SIFT decides, and
+    refuses."""
+    ref, mov, ref_valid, mov_valid = _blue_pair(shifted_archive, shifted_archive.truth["dates"][1])
+    other, _, _, _ = _blue_pair(shifted_archive, shifted_archive.truth["dates"][2])
+    noise = torch.rand(ref.shape, generator=torch.Generator().manual_seed(0)) * other.std()
+    r = register(ref, noise, ref_valid, mov_valid, pixel_size=10.0, config=RegistrationConfig(seed="phase"))
+    assert not r.ok and "phase" not in r.mode
 
 
 def test_robust_beats_paper_mode_on_average(shifted_archive):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from datetime import UTC
 from pathlib import Path
 
@@ -223,7 +224,8 @@ def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str 
     index, details = _tables(entries)
     patches = _patches(entries, index)
     metrics, selections = {}, {}
-    for site in tqdm(sites, desc="report: metrics per site", unit="site", disable=len(sites) < 3):
+    for site in tqdm(sites, desc="report: metrics per site", unit="site",
+                     disable=len(sites) < 3 or not sys.stderr.isatty()):
         sel = select_patches([e for e in entries if e.site == site], cfg)
         selections[site] = [(e.pair_id, j) for e, j in sel]
         metrics[site] = site_metrics(sel)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 from rasterio.warp import transform as warp_transform
+from tqdm.auto import tqdm
 
 from ..bands import GROUP_10M, GROUP_20M, S2_GROUPS, S2_MTF, S2_RESOLUTION, VENUS_BANDS, mtf_sigma_m
 from .config import SyntheticConfig, SyntheticDate
@@ -177,7 +179,8 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
     truth = _truth(cfg, site_bounds, venus_zenith, gains, offsets, (s2_epsg, s2_ulx, s2_uly, s2_w_m, s2_h_m))
     displacement = _distortion(cfg, landscape, site_bounds, venus_zenith, out_dir, truth)
     archive = SyntheticArchive(out_dir, truth, [])
-    for k, d in enumerate(cfg.dates):
+    dates = tqdm(cfg.dates, desc=f"synthetic {cfg.site}", unit="date", disable=not sys.stderr.isatty())
+    for k, d in enumerate(dates):
         day = datetime.strptime(d.date, "%Y-%m-%d").replace(tzinfo=UTC)
         venus_time = day + timedelta(hours=10, minutes=48, seconds=12)
         s2_time = venus_time + timedelta(minutes=d.dt_minutes, milliseconds=461)
