@@ -100,8 +100,16 @@ def test_figures_and_html(dataset, tmp_path):
 
 
 def test_flags(dataset, tmp_path):
-    report = build_report(dataset, ReportConfig(max_mae=1e-6, weak_min_matches=10_000), tmp_path / "r")
+    report = build_report(dataset, ReportConfig(max_mae=1e-6, weak_max_spread_m=-1.0), tmp_path / "r")
     assert any("MAE" in f for f in report["flags"]) and report["weak_registrations"]
+    # the match count judges SIFT seeds only (a phase seed counts tiles, a handful by design)
+    from s2v_gpu.layout import read_table
+
+    modes = {d["pair_id"]: d["registration_mode"] for d in read_table(dataset / "SYNTH-1" / "pairs_details.tsv",
+                                                                       ["pair_id"])}
+    report = build_report(dataset, ReportConfig(weak_min_matches=10_000), tmp_path / "r2")
+    flagged = {w.split(":")[0] for w in report["weak_registrations"]}
+    assert flagged == {p for p, m in modes.items() if "phase" not in m}
 
 
 def test_run_writes_the_site_report(tiny_archive, tmp_path):

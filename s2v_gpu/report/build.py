@@ -112,8 +112,11 @@ def _flags(mdf: pd.DataFrame, details: pd.DataFrame, cfg: ReportConfig) -> tuple
     flags = [f"{r.site} {r.band}: MAE {r.mae:.4f} > {cfg.max_mae}" for r in mdf.itertuples() if r.mae > cfg.max_mae]
     flags += [f"{r.site} {r.band}: RMSE {r.rmse:.4f} > {cfg.max_rmse}" for r in mdf.itertuples()
               if r.rmse > cfg.max_rmse]
-    weak = [f"{r.pair_id}: {r.n_matches} matches, spread {r.shift_spread_m:.2f} m" for r in details.itertuples()
-            if r.n_matches < cfg.weak_min_matches or r.shift_spread_m > cfg.weak_max_spread_m] if len(details) else []
+    # a phase-correlation seed counts agreeing tiles, not SIFT matches: only its spread is judged
+    weak = [f"{r.pair_id}: {r.n_matches} {'tiles' if 'phase' in r.registration_mode else 'matches'}, spread "
+            f"{r.shift_spread_m:.2f} m" for r in details.itertuples()
+            if (r.n_matches < cfg.weak_min_matches and "phase" not in r.registration_mode)
+            or r.shift_spread_m > cfg.weak_max_spread_m] if len(details) else []
     return flags, weak
 
 
