@@ -96,8 +96,25 @@ def choose_site(cfg: RunConfig, products: list, products_root: Path) -> str:
         return sites[0]
     if cfg.site not in sites:
         raise ConfigError(f"site={cfg.site}: no VENuS product of that site under {products_root} "
-                          f"(sites found: {', '.join(sites) or 'none'})")
+                          f"(sites found: {', '.join(sites) or 'none'}){_did_you_mean(cfg.site, sites)}")
     return cfg.site
+
+
+def _did_you_mean(site: str, found: list[str]) -> str:
+    """A near name among the sites found, else among the 29 SEN2VENuS sites (a typo, a case slip)."""
+    import difflib
+
+    from .sites import SEN2VENUS_SITES
+
+    if site in SEN2VENUS_SITES:
+        return ""  # a real site name: its products are missing, not misspelt
+    for names in (found, list(SEN2VENUS_SITES)):
+        close = difflib.get_close_matches(site.upper(), [n.upper() for n in names], n=1, cutoff=0.75)
+        if close:
+            name = next(n for n in names if n.upper() == close[0])
+            where = "" if name in found else ", a SEN2VENuS site with no product here"
+            return f"; did you mean {name}{where}?"
+    return ""
 
 
 def names_of(pair: Pair, layout: Layout) -> dict[str, str]:

@@ -139,8 +139,13 @@ def test_bad_values_are_refused_before_any_work(tiny_archive, tmp_path, override
 
 
 def test_unknown_site_and_missing_folder(tiny_archive, tmp_path):
-    with pytest.raises(ConfigError, match="site=ATTO: no VENuS product of that site"):
+    with pytest.raises(ConfigError, match="site=ATTO: no VENuS product of that site") as refused:
         execute(_cfg(tiny_archive, tmp_path, "site=ATTO"))
+    assert "did you mean" not in str(refused.value)  # ATTO is a site, just not here
+    with pytest.raises(ConfigError, match="did you mean SYNTH-1[?]"):  # a typo of a site found
+        execute(_cfg(tiny_archive, tmp_path, "site=SYNTH1"))
+    with pytest.raises(ConfigError, match="did you mean ALSACE, a SEN2VENuS site with no product here"):
+        execute(_cfg(tiny_archive, tmp_path, "site=ALSCE"))
     cfg = compose_cfg(["data=theia", f"paths.products={tmp_path / 'nowhere'}", *TINY])
     with pytest.raises(ConfigError, match="folder not found"):
         execute(cfg)

@@ -208,7 +208,7 @@ def _draw(index, details, patches, mdf, entries, sites, cfg) -> list[DrawnFigure
             fig = draw()
             fig.tight_layout()
             buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=cfg.dpi)
+            fig.savefig(buf, format="png", dpi=cfg.dpi, pil_kwargs={"compress_level": 1})
             drawn.append(DrawnFigure(name, title, caption, buf.getvalue()))
     return drawn
 
