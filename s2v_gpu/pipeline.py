@@ -9,6 +9,7 @@ records.
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from .registration import RegistrationConfig, RegistrationResult, register
 from .resample import KERNELS, ShiftKernel, apply_shift, downsample_bicubic_x2
 from .residuals import patch_residuals, to_metres
 from .selection import SelectionConfig, pair_generator, select_random
+
+log = logging.getLogger(__name__)
 
 VENUS_BANDS_READ = ("B3", "B4", "B7", "B8", "B9", "B10", "B11")
 #: Sentinel-2 bands at 20 m without a VENuS counterpart, carried by format=v2
@@ -397,8 +400,15 @@ def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates
     applied to each patch (metres), its trust flag, and the patches still valid."""
     n = selected.numel()
     if field is None:
+        # model=local off the VENuS grid: no field was applied, so no patch may claim it was
+        asked = cfg.registration.model == "local"
+        if asked:
+            log.warning("%s: registration.model=local is not applied to a Sentinel-2 off the VENuS grid; its "
+                        "patches keep the global shift and are flagged local_trusted=0", pid)
+            reg.mode = f"{reg.mode}+local-unavailable"
         zeros = torch.zeros(n, dtype=torch.float64)
-        return {"local_dx_m": zeros, "local_dy_m": zeros, "local_trusted": torch.ones(n, dtype=torch.bool)}, selected
+        trusted = torch.full((n,), not asked, dtype=torch.bool)
+        return {"local_dx_m": zeros, "local_dy_m": zeros, "local_trusted": trusted}, selected
     size, rc, ids = cfg.patches.size_5m, cfg.registration, cand.ids[selected]
     f10, support = field_image(field, inputs.grid.height // 2, inputs.grid.width // 2, rc.local_tile_px)
     f10 = take_patches(f10.to(cand.s10.device), size // 2, ids)  # (N, 2, s, s)
