@@ -30,7 +30,7 @@ from .grids import CommonGrid
 from .pairing import Pair
 from .pipeline import Candidates, Prepared
 from .registration import RegistrationResult
-from .writer import atomic_write
+from .writer import atomic_write, own_subfolder
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,8 @@ class PairCache:
     """The cache folder of a dataset: :meth:`slot` locks a pair's entry, :meth:`load` / :meth:`save`."""
 
     def __init__(self, root: Path, cfg: RunConfig, device: torch.device, versions: dict) -> None:
-        self.dir = Path(root) / CACHE_DIR
+        self.dir = own_subfolder(Path(root), CACHE_DIR)
         self.cfg, self.device, self.versions = cfg, device, versions
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if self.dir.is_symlink() or not self.dir.is_dir():
-            raise OSError(f"{self.dir}: not a plain folder; refusing to use it as the cache")
 
     def path(self, pair: Pair) -> Path:
         return self.dir / f"{pair.pair_id}.{pair_key(self.cfg, pair, self.device, self.versions)}.pt"

@@ -23,7 +23,7 @@ from . import __version__
 from .bands import GROUP_10M, GROUP_20M, S2_WAVELENGTH, VENUS_WAVELENGTH
 from .dataset import PairEntry, patch_geometries, read_index
 from .layout import INDEX_FILE, MANIFEST_FILE, PAIR_ID_RE, STAC_DIR, SWIR_COLUMN, read_index_rows
-from .writer import atomic_write
+from .writer import atomic_write, own_subfolder
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,7 @@ def write_site_stac(site_dir: Path) -> Path | None:
     site_dir = Path(site_dir)
     if not (site_dir / INDEX_FILE).exists() or not read_index_rows(site_dir):
         return None
-    stac_dir = site_dir / STAC_DIR
-    stac_dir.mkdir(exist_ok=True)
+    stac_dir = own_subfolder(site_dir, STAC_DIR)
     collection, items = site_collection(site_dir)
     collection.catalog_type = pystac.CatalogType.SELF_CONTAINED  # relative links only: the folder can move
     collection.set_self_href(str(stac_dir / "collection.json"))
@@ -199,7 +198,7 @@ def write_root_stac(root: Path) -> Path:
     times = [t for c in sites for t in c.extent.temporal.intervals[0]]
     collection = _collection(f"s2v-{root.resolve().name}", f"s2v_gpu dataset of {len(sites)} VENuS site(s), "
                              "after SEN2VENuS (Michel et al., Data 2022).", bboxes, times)
-    (root / STAC_DIR).mkdir(exist_ok=True)
+    own_subfolder(root, STAC_DIR)
     obj = collection.to_dict(include_self_link=False, transform_hrefs=False)
     obj["links"] += [{"rel": "root", "href": "./collection.json", "type": "application/json"}]
     obj["links"] += [{"rel": "child", "href": f"../{p.parent.parent.name}/{STAC_DIR}/collection.json",

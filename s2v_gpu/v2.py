@@ -35,7 +35,7 @@ from .layout import (
     read_index_rows,
     read_table,
 )
-from .writer import atomic_write
+from .writer import atomic_write, own_subfolder
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,7 @@ def export_site_v2(site_dir: Path) -> Path:
                          "them: rebuild with format=v2")
     table = read_table(site_dir / PATCHES_FILE, PATCH_COLUMNS, drop_partial_last_line=True)
     residuals = {(r["pair_id"], int(r["patch"])): {c: r[c] for c in RESIDUAL_COLUMNS} for r in table}
-    out = site_dir / V2_DIR
-    out.mkdir(exist_ok=True)
+    out = own_subfolder(site_dir, V2_DIR)
     zip_name = f"{site_dir.name}.zip"
     rows: list[dict] = []
 

@@ -207,6 +207,21 @@ def site_folder(dataset_root: Path, site: str) -> Path:
     return site_dir
 
 
+def own_subfolder(parent: Path, name: str) -> Path:
+    """``parent/name`` (``report``, ``stac``, ``v2``, the sweep cache), created if missing, proven a real
+    folder: a symbolic link planted there would send our writes outside the output folder.
+
+    Raises:
+        OutputFolderError: a symlink or a file in the way.
+    """
+    path = Path(parent) / name
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise OutputFolderError(f"{path} is a symbolic link or not a folder: the run writes only into real "
+                                "folders of its own; remove it or choose a new paths.dataset")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 class FolderLock:
     """An advisory exclusive lock on a site folder (``flock``: released by the kernel when the process
     ends, however it ends, so a dead run never leaves a stale lock)."""
@@ -502,7 +517,7 @@ class SiteWriter:
         write_json(self.site_dir / SUMMARY_FILE, summary)
 
 
-__all__ = ["LICENCE_TEXT", "OutputFolderError", "SiteWriter", "WriteError", "site_folder", "to_int16",
+__all__ = ["LICENCE_TEXT", "OutputFolderError", "SiteWriter", "WriteError", "own_subfolder", "site_folder", "to_int16",
            "write_json", "write_patches_gpkg", "write_tensor", "write_tsv"]
 
 

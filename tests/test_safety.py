@@ -95,6 +95,32 @@ def test_symlinked_site_folder_is_refused(corpus, tmp_path):
     assert not any(elsewhere.iterdir())
 
 
+@pytest.mark.parametrize("name", ["report", "stac", "v2"])
+def test_planted_links_in_our_subfolders_send_nothing_outside(corpus, tmp_path, name):
+    """A symbolic link put where the run writes its report, catalogue or v2 files is not followed:
+    the by-product is refused with its reason, the link's target stays untouched."""
+    _run(corpus, tmp_path, "report=true", "format=v2")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    site = tmp_path / "ds" / "SYNTH-1"
+    shutil.rmtree(site / name)
+    (site / name).symlink_to(victim)
+    summary = _run(corpus, tmp_path, "report=true", "format=v2")
+    assert not any(victim.iterdir())
+    error = {"report": "report_error", "stac": "stac_error", "v2": "v2_error"}[name]
+    assert "symbolic link" in summary[error]
+
+
+def test_a_planted_cache_link_is_refused(corpus, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / ".s2v_cache").symlink_to(victim)
+    with pytest.raises(OutputFolderError, match="symbolic link"):
+        _run(corpus, tmp_path, "cache=on")
+    assert not any(victim.iterdir())
+
+
 # ------------------------------------------------------------------------------------- ownership
 def test_files_the_run_did_not_make_are_never_deleted_nor_overwritten(corpus, tmp_path):
     site = tmp_path / "ds" / "SYNTH-1"

@@ -218,8 +218,13 @@ def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str 
     Returns the report as a dict."""
     cfg = cfg or ReportConfig()
     dataset = Path(dataset)
-    out = Path(out) if out else dataset / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+    else:  # inside the dataset: a real folder of ours, never a planted link
+        from ..writer import own_subfolder
+
+        out = own_subfolder(dataset, REPORT_DIR)
     entries = read_index(dataset)
     if not entries:
         raise FileNotFoundError(f"{dataset}: no index.csv with any pair")
