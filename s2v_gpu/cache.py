@@ -87,12 +87,25 @@ def from_record(record: dict, device: torch.device) -> Prepared:
     swir = record["tensors"].get("swir")
     cand = Candidates(t["ids"], int(meta["n_total"]), t["s10"], t["s20"], t["v10"], t["v20"],
                       None if swir is None else swir.to(device))
-    if not all(x.shape[0] == cand.ids.shape[0] for x in (cand.s10, cand.s20, cand.v10, cand.v20, t["v5_10"])):
-        raise ValueError("tensors of different lengths")
+    _check_shapes(t)
     return Prepared(CommonGrid(CRS.from_user_input(crs), float(left), float(top), int(width), int(height)),
                     float(meta["venus_zenith"]), reg, cand, t["v5_10"], t["v5_20"], float(meta["q"]), t["w10"],
                     t["w20"], int(meta["n_valid"]), int(meta["fit_excluded"]), tuple(meta["fit_pixels"]),
                     dict(meta["timings"]))
+
+
+def _check_shapes(t: dict) -> None:
+    """A record's tensors are what :func:`to_record` writes (anything else is refused, recomputed)."""
+    n = t["ids"].shape[0]
+    ok = t["ids"].dtype == torch.int64 and t["ids"].dim() == 1 and t["w10"].shape == t["w20"].shape == (5, 4)
+    for key in ("s10", "s20", "v10", "v20", "v5_10", "v5_20"):
+        x = t[key]
+        ok &= x.dim() == 4 and x.shape[0] == n and x.shape[1] == 4 and x.shape[2] == x.shape[3]
+        ok &= x.dtype in (torch.float32, torch.float64, torch.int16)
+    size = t["v5_10"].shape[-1]
+    ok &= t["s10"].shape[-1] * 2 == t["s20"].shape[-1] * 4 == size == t["v5_20"].shape[-1]
+    if not ok:
+        raise ValueError("tensors of unexpected shapes or types")
 
 
 class PairCache:

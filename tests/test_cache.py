@@ -96,3 +96,20 @@ def test_a_foreign_cache_file_runs_no_code_and_is_recomputed(tiny_archive, tmp_p
 def test_no_cache_outside_sweeps_unless_asked(tiny_archive, tmp_path, mode):
     _run(tiny_archive, tmp_path, "a", f"cache={mode}")
     assert not (tmp_path / CACHE_DIR).exists()
+
+
+def test_a_cache_entry_of_the_wrong_shape_is_recomputed(tiny_archive, tmp_path, caplog):
+    import torch
+
+    base = tmp_path / "sweep"
+    _run(tiny_archive, base, "a", "cache=on")
+    reference = _digest(base / "a" / "SYNTH-1")
+    for entry in (base / CACHE_DIR).glob("*.pt"):
+        record = torch.load(entry, weights_only=True)
+        if "tensors" in record:  # a pair that gave patches: its S2 patches cut in half
+            record["tensors"]["s10"] = record["tensors"]["s10"][..., :8]
+            torch.save(record, entry)
+    with caplog.at_level(logging.WARNING, logger="s2v_gpu.cache"):
+        _run(tiny_archive, base, "b", "cache=on")
+    assert any("unexpected shapes" in r.getMessage() for r in caplog.records)
+    assert _digest(base / "b" / "SYNTH-1") == reference
