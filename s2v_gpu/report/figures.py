@@ -208,9 +208,9 @@ def sample_patches(entries, cfg: ReportConfig) -> Figure:
         for c, (img, scale) in enumerate(_panels(s10, v10, s20, v20)):
             ax = axes[r, c]
             if img.dim() == 2:  # the same colour scale at 5 m and at the Sentinel-2 resolution
-                ax.imshow(img.numpy(), cmap="RdYlGn", vmin=scale[0], vmax=scale[1])
+                ax.imshow(img.numpy(), cmap="RdYlGn", vmin=scale[0], vmax=scale[1], interpolation="nearest")
             else:
-                ax.imshow(img.numpy())
+                ax.imshow(img.numpy(), interpolation="nearest")  # pixels as they are
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
