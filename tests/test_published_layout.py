@@ -26,13 +26,15 @@ def naryn(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def published(naryn, tmp_path_factory):
+@pytest.fixture(scope="module", params=["pt", "v2"])
+def published(naryn, tmp_path_factory, request):
+    """The release's layout, also with format=v2 (its extra B11 B12 column and v2/ folder must not
+    disturb the community loader)."""
     from s2v_gpu.run import execute
 
     ds = tmp_path_factory.mktemp("published")
     execute(compose_cfg(["data=theia", f"paths.products={naryn}", f"paths.dataset={ds}", *TINY,
-                         "layout=published"]))
+                         "layout=published", f"format={request.param}"]))
     return ds
 
 
