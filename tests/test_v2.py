@@ -106,3 +106,26 @@ def test_the_dataset_serves_the_swir_group_and_stac_lists_it(built, tiny_archive
     write_site_stac(built)
     item = json.loads(next((built / "stac").glob("SYNTH-1_*.json")).read_text())
     assert [b["name"] for b in item["assets"]["s2_20m_b11b12"]["bands"]] == ["B11", "B12"]
+
+
+def test_v2_with_the_local_model_moves_swir_with_the_other_20m_bands(tiny_archive, tmp_path):
+    """With registration.model=local each patch is resampled at its own translation: B11 B12 too."""
+    from s2v_gpu.pairing import find_pairs
+    from s2v_gpu.pipeline import PipelineConfig, process_pair
+    from s2v_gpu.products import find_products
+
+    pair = find_pairs(find_products(tiny_archive.root), "SYNTH-1")[0]
+    cfg = PipelineConfig(swir_20m=True)
+    cfg.patches.size_5m, cfg.radiometry.min_pixels = 64, 200
+    plain = process_pair(pair, cfg)
+    cfg.registration.model = "local"
+    local = process_pair(pair, cfg)
+    assert local.s2_swir.shape == (len(local.patch_index), 2, 16, 16)
+    moved = [k for k, t in enumerate(local.patches["local_trusted"].tolist())
+             if t and local.patches["local_dx_m"][k].abs() + local.patches["local_dy_m"][k].abs() > 0.05]
+    assert moved, "no patch got a field: the test would prove nothing"
+    same = {p: k for k, p in enumerate(plain.patch_index)}
+    for k in moved:  # where a field was applied, B8A and B11 both differ from the global shift's patch
+        j = same[local.patch_index[k]]
+        assert not torch.equal(local.s2_20[k, 3], plain.s2_20[j, 3])
+        assert not torch.equal(local.s2_swir[k, 0], plain.s2_swir[j, 0])
