@@ -27,7 +27,7 @@ from .patches import PatchConfig, patch_bounds, take_patches, valid_triplets
 from .products.product import BandStack, MaskConfig, TheiaProduct
 from .radiometry import RadiometryConfig, apply_linear, fit_linear, patch_rmse, sample_pixels, stack_padded
 from .registration import RegistrationConfig, RegistrationResult, register
-from .resample import KERNELS, ShiftKernel, apply_shift, downsample_bicubic_x2
+from .resample import KERNELS, ShiftKernel, downsample_bicubic_x2, shift_window
 from .residuals import patch_residuals, to_metres
 from .selection import SelectionConfig, pair_generator, select_random
 
@@ -196,11 +196,13 @@ def shift_sentinel2(inputs: PairInputs, reg: RegistrationResult, cfg: PipelineCo
     dx, dy = reg.shift_px
     s10, s20 = inputs.s10, inputs.s20
     h10, w10, h20, w20 = grid.height // 2, grid.width // 2, grid.height // 4, grid.width // 4
-    r10, ok10 = apply_shift(s10.reflectance[None], s10.valid[None], (dx, dy), cfg.shift_kernel)
-    r20, ok20 = apply_shift(s20.reflectance[None], s20.valid[None], (dx / 2, dy / 2), cfg.shift_kernel)
     m, m20 = margin, inputs.margin20
-    return (r10[0, :, m:m + h10, m:m + w10], ok10[0, 0, m:m + h10, m:m + w10],
-            r20[0, :, m20:m20 + h20, m20:m20 + w20], ok20[0, 0, m20:m20 + h20, m20:m20 + w20])
+    # only the common grid is computed (the margins are read for the taps, never shifted themselves)
+    r10, ok10 = shift_window(s10.reflectance[None], s10.valid[None], (dx, dy), cfg.shift_kernel,
+                             (m, m + h10, m, m + w10))
+    r20, ok20 = shift_window(s20.reflectance[None], s20.valid[None], (dx / 2, dy / 2), cfg.shift_kernel,
+                             (m20, m20 + h20, m20, m20 + w20))
+    return r10[0], ok10[0, 0], r20[0], ok20[0, 0]
 
 
 def shift_swir(inputs: PairInputs, reg: RegistrationResult, cfg: PipelineConfig,
@@ -212,9 +214,10 @@ def shift_swir(inputs: PairInputs, reg: RegistrationResult, cfg: PipelineConfig,
         kw = {"kind": cfg.reflectance, "masks": cfg.masks, "device": device, "kernel": cfg.shift_kernel}
         return read_on_grid(inputs.s2, SWIR_20M, translated(grid.at(20.0), *reg.shift_m), **kw).reflectance
     dx, dy = reg.shift_px
-    r, _ = apply_shift(inputs.swir.reflectance[None], inputs.swir.valid[None], (dx / 2, dy / 2), cfg.shift_kernel)
     m20, h20, w20 = inputs.margin20, grid.height // 4, grid.width // 4
-    return r[0, :, m20:m20 + h20, m20:m20 + w20]
+    r, _ = shift_window(inputs.swir.reflectance[None], inputs.swir.valid[None], (dx / 2, dy / 2), cfg.shift_kernel,
+                        (m20, m20 + h20, m20, m20 + w20))
+    return r[0]
 
 
 @dataclass

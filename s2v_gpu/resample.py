@@ -312,6 +312,52 @@ def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int,
     return out, good
 
 
+def _shift_window(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int, a: int, b: int,
+                  kernel: Kernel) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`_shift_axis` for outputs ``a:b`` of ``dim`` only, when every tap they use is inside (no
+    padding, the same arithmetic per output); None when a tap would fall outside."""
+    n = int(math.floor(d))
+    if a + n + kernel.offsets[0] < 0 or b + n + kernel.offsets[-1] > x.shape[dim] - 1:
+        return None
+    weights = kernel.weights(torch.tensor(d - n, dtype=torch.float64)).tolist()
+    out = good = None
+    for w, o in zip(weights, kernel.offsets):
+        if w == 0.0:
+            continue
+        tap = x.narrow(dim, a + n + o, b - a)
+        out = tap * w if out is None else out.add_(tap, alpha=w)
+        tap_ok = ok.narrow(dim, a + n + o, b - a)
+        good = tap_ok.clone() if good is None else good.logical_and_(tap_ok)
+    return out, good
+
+
+def shift_window(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float], method: str,
+                 window: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``apply_shift(...)[..., r0:r1, c0:c1]`` for ``window = (r0, r1, c0, c1)``, computing only that
+    window (and the rows its taps reach) when the taps stay inside the image: the same values, bit for
+    bit, without padding or shifting the margins."""
+    r0, r1, c0, c1 = window
+    if valid.dim() == 3:
+        valid = valid[:, None]
+    kernel = _kernel(method) if method != "grid_sample" else None
+    ny = int(math.floor(shift_px[1])) if kernel else 0
+    lo = r0 + ny + (kernel.offsets[0] if kernel else 0)
+    hi = r1 + ny + (kernel.offsets[-1] if kernel else 0) + 1
+    if kernel is None or kernel.prefilter or lo < 0 or hi > image.shape[-2]:
+        x, ok = apply_shift(image, valid, shift_px, method)
+        return x[..., r0:r1, c0:c1], ok[..., r0:r1, c0:c1]
+    rows = slice(lo, hi)
+    x = torch.where(valid[..., rows, :], image[..., rows, :], torch.zeros((), device=image.device,
+                                                                        dtype=image.dtype))
+    first = _shift_window(x, valid[..., rows, :], float(shift_px[0]), 3, c0, c1, kernel)
+    second = first and _shift_window(*first, float(shift_px[1]), 2, r0 - lo, r1 - lo, kernel)
+    if second is None:
+        x, ok = apply_shift(image, valid, shift_px, method)
+        return x[..., r0:r1, c0:c1], ok[..., r0:r1, c0:c1]
+    x, ok = second
+    return x * ok, ok
+
+
 def apply_shift(
     image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float], method: str = "lanczos4"
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -72,3 +72,19 @@ def test_grid_sampling_is_the_gather_of_every_tap(kernel):
         assert torch.equal(got[3], ref[3]) and got[3].any() and not got[3].all()
         for a, b in zip(got[:3], ref[:3]):
             assert (a - b)[ref[3]].abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("kernel", ["lanczos4", "lanczos3", "keys", "bicubic"])
+def test_shifting_only_the_window_is_bit_identical(kernel):
+    """The pipeline shifts only the common grid (the margins feed the taps): the same bits as shifting
+    everything and cropping, and the same where the taps would leave the image (it falls back)."""
+    from s2v_gpu.resample import shift_window
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 4, 120, 130, generator=g)
+    valid = torch.rand(1, 120, 130, generator=g) > 0.05
+    window = (9, 111, 10, 121)
+    for shift in [(0.3, -1.7), (-3.25, 2.6), (0.0, 0.0), (7.9, -7.2)]:
+        full, full_ok = apply_shift(img, valid, shift, kernel)
+        part, part_ok = shift_window(img, valid, shift, kernel, window)
+        assert torch.equal(full[..., 9:111, 10:121], part) and torch.equal(full_ok[..., 9:111, 10:121], part_ok)
