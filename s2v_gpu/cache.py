@@ -4,8 +4,9 @@
 fit, the random draw): a pair computed up to there (:class:`~s2v_gpu.pipeline.Prepared`), or the
 reason it was skipped before, is saved under ``paths.dataset/.s2v_cache/`` with the hash of all that
 produced it — the method configuration without those two thresholds, the product files (names,
-sizes, modification times), the device type and the software versions — so each further job of a
-sweep starts from it. Any other change gives another hash, hence a computation from scratch.
+sizes, modification times), the device type, the software versions and the package's own source —
+so each further job of a sweep starts from it. Any other change gives another hash, hence a
+computation from scratch.
 
 Files hold tensors, numbers and strings only (read with ``torch.load(weights_only=True)``: a file put
 there by someone else cannot run code); a damaged or foreign file is recomputed and replaced. Jobs
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -46,13 +48,24 @@ def _files(product: Path) -> list:
     return [[str(p.relative_to(product.parent)), p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
 
 
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 of the package's own source: an edited checkout with an unchanged version number still
+    never reuses what the previous code computed."""
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def pair_key(cfg: RunConfig, pair: Pair, device: torch.device, versions: dict) -> str:
     """The hash of everything that shapes a pair's :class:`Prepared` (32 hex digits)."""
     method = method_config(cfg)
     method.pop("layout", None)  # names only
     for key in THRESHOLDS:
         method["pipeline"]["selection"].pop(key, None)
-    what = {"format": FORMAT, "method": method, "device": device.type, "software": versions,
+    what = {"format": FORMAT, "method": method, "device": device.type, "software": versions, "code": code_fingerprint(),
             "products": [_files(pair.venus), _files(pair.s2)], "pair": pair.pair_id}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
