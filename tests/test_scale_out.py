@@ -73,3 +73,20 @@ def test_jobs_pin_different_gpus(monkeypatch):
     assert str(resolve_device("auto", None)) == "cuda"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert str(resolve_device("auto", 3)) == "cuda"
+
+
+@pytest.mark.slow
+def test_a_parallel_threshold_sweep_computes_each_pair_once(tiny_archive, tmp_path):
+    """Two jobs of a sweep running at once (submitit's local executor: real processes) share the
+    cache: each pair is computed by one of them, the other waits on its lock and reads it."""
+    cmd = [sys.executable, "-m", "s2v_gpu.run", "-m", "pipeline.selection.outlier_rmse=0.02,0.0025", "data=theia",
+           f"paths.products={tiny_archive.root}", "paths.dataset=ds", "hydra/launcher=local",
+           "hydra.sweep.dir=sweep", "stac=false", *TINY]
+    p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    logs = "".join(f.read_text() for f in (tmp_path / "sweep").rglob("*.log"))
+    n_pairs = len(list((tmp_path / "ds" / ".s2v_cache").glob("*.pt")))
+    assert n_pairs == 4 and logs.count("taken from the cache") == n_pairs, logs[-3000:]
+    kept = [pd.read_csv(tmp_path / "ds" / f"pipeline.selection.outlier_rmse={v}" / "SYNTH-1" / "index.csv",
+                        sep="\t")["nb_patches"].sum() for v in ("0.02", "0.0025")]
+    assert kept[1] < kept[0]
