@@ -307,6 +307,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-reference", action="store_true", help="skip the OpenCV/scipy reference")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads (0: as the run app resolves them, see s2v_gpu.threads)")
+    parser.add_argument("--registration-model", choices=["translation", "local"], default="translation",
+                        help="pipeline.registration.model (local: the per-patch field of issue 12)")
     parser.add_argument("--release-host-memory", action="store_true",
                         help="let glibc return freed host memory to the system (the run app keeps it: "
                              "device.retain_host_memory)")
@@ -322,6 +324,7 @@ def main(argv=None) -> int:
     root = make_pair(args.size_px, Path(args.cache))
     pair = find_pairs(find_products(root), "SYNTH-1")[0]
     cfg = PipelineConfig()
+    cfg.registration.model = args.registration_model
 
     io_s, _ = median_time(lambda: io_floor(pair, cfg), args.repeats)
     io_par_s, _ = median_time(lambda: io_floor(pair, cfg, products_module.READ_THREADS), args.repeats)
