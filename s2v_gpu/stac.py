@@ -34,6 +34,7 @@ EXTENSIONS = ["https://stac-extensions.github.io/projection/v2.0.0/schema.json",
               "https://stac-extensions.github.io/processing/v1.2.0/schema.json"]
 LICENSE_NOTE = ("Derived from Theia L2A products (VENuS and Sentinel-2, CNES / MAJA) distributed under the "
                 "Etalab Open Licence 2.0; attribute CNES / Theia and cite Michel et al., Data 2022, 7, 96.")
+LICENSE_URL = "https://www.etalab.gouv.fr/licence-ouverte-open-licence/"
 _PRODUCT_TIME = re.compile(r"_(\d{8})-(\d{6})")
 
 #: asset key -> (index column, sensor, resolution (m), bands, description)
@@ -112,8 +113,12 @@ def _collection(cid: str, description: str, bboxes: list[list[float]], times: li
         pystac.TemporalExtent([[min(times), max(times)]]))
     providers = [pystac.Provider("CNES / Theia", roles=["producer", "licensor"], url="https://theia.cnes.fr"),
                  pystac.Provider("s2v_gpu", roles=["processor"], extra_fields={"version": __version__})]
-    return pystac.Collection(cid, description, extent, license="other", providers=providers,
-                             extra_fields={"s2v:license_note": LICENSE_NOTE})
+    collection = pystac.Collection(cid, description, extent, license="other", providers=providers,
+                                   extra_fields={"s2v:license_note": LICENSE_NOTE})
+    # "other" licences are named by a link (STAC 1.1); never fetched
+    collection.add_link(pystac.Link("license", LICENSE_URL, media_type="text/html",
+                                    title="Etalab Open Licence 2.0 (the Theia products)"))
+    return collection
 
 
 def site_collection(site_dir: Path) -> tuple[pystac.Collection, list[pystac.Item]]:

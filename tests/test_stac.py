@@ -38,6 +38,7 @@ def test_items_describe_each_pair_from_its_own_files(built, tmp_path):
     rows = {r["patches_gpkg"][: -len("_patches.gpkg")]: r for r in read_index_rows(site)}
     assert sorted(i.id for i in items) == sorted(rows) and len(items) >= 2
     _validate(collection.to_dict(include_self_link=False), pystac.STACObjectType.COLLECTION)
+    assert collection.license == "other" and [lk.href for lk in collection.links if lk.rel == "license"]
     for item in items:
         _validate(json.loads((moved / "stac" / f"{item.id}.json").read_text()), pystac.STACObjectType.ITEM)
         row = rows[item.id]
