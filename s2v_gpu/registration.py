@@ -434,17 +434,24 @@ def phase_seed(reference, moving, ref_valid, mov_valid, pixel_size: float,
         log.info("phase seed: %d of %d tiles correlate (peaks %s); SIFT seeds instead", strong.shape[0],
                  len(offsets), [round(float(p), 3) for p in peak])
         return None
-    median = strong.sort(dim=0).values[(strong.shape[0] - 1) // 2]
-    dist = (strong - median).norm(dim=1)
-    inliers = strong[dist <= cfg.inlier_px]
+    median, spread_px, inliers = _median_and_inliers(strong, cfg.inlier_px)
     if inliers.shape[0] < need:
         log.info("phase seed: the tiles disagree (%s px); SIFT seeds instead", strong.tolist())
         return None
     est = inliers.mean(dim=0)
     return RegistrationResult(_to_m(est, pixel_size), (float(est[0]), float(est[1])), int(inliers.shape[0]),
-                              len(offsets), _to_m(median, pixel_size), float(1.4826 * dist.median()) * pixel_size,
+                              len(offsets), _to_m(median, pixel_size), spread_px * pixel_size,
                               "robust-phase", sift_shift_m=(math.nan, math.nan),
                               extra={"seed": "phase", "peaks": [round(float(p), 4) for p in peak]})
+
+
+def _median_and_inliers(disp: torch.Tensor, inlier_px: float) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """Of displacements ``(N, 2)`` (matches or tiles): their component-wise lower median, their robust
+    spread around it (1.4826 MAD of the distance, pixels) and those within ``inlier_px`` of it."""
+    # lower median through a sort: torch.median with indices has no deterministic CUDA kernel
+    median = disp.sort(dim=0).values[(disp.shape[0] - 1) // 2]
+    dist = (disp - median).norm(dim=1)
+    return median, float(1.4826 * dist.median()), disp[dist <= inlier_px]
 
 
 def _to_m(v, pixel_size: float) -> tuple[float, float]:
@@ -462,10 +469,8 @@ def estimate_from_matches(disp: torch.Tensor, n_candidates: int, n_valid: int, p
         nan = (math.nan, math.nan)
         return RegistrationResult(nan, nan, 0, n_candidates, nan, math.nan, cfg.mode, False,
                                   f"too few matches: none within {cfg.max_distance_m} m ({n_candidates} candidates)")
-    # lower median through a sort: torch.median with indices has no deterministic CUDA kernel
-    median = disp.sort(dim=0).values[(disp.shape[0] - 1) // 2]
-    spread = float(1.4826 * (disp - median).norm(dim=1).median()) * pixel_size
-    inliers = disp[(disp - median).norm(dim=1) <= cfg.inlier_px]
+    median, spread_px, inliers = _median_and_inliers(disp, cfg.inlier_px)
+    spread = spread_px * pixel_size
     inlier_fraction = inliers.shape[0] / max(1, n_valid)
     if cfg.mode == "paper":
         est, n_used = disp.mean(dim=0), int(disp.shape[0])
