@@ -186,38 +186,34 @@ def shift_sentinel2(inputs: PairInputs, reg: RegistrationResult, cfg: PipelineCo
     windows again (from the page cache) and resamples them once, from their own pixels, at the shifted
     positions (reprojection and shift in one pass), rather than interpolating an interpolated image.
     """
-    grid, margin = inputs.grid, inputs.margin
-    if not inputs.s2_aligned:
-        dxm, dym = reg.shift_m
-        kw = {"kind": cfg.reflectance, "masks": cfg.masks, "device": device, "kernel": cfg.shift_kernel}
-        a = read_on_grid(inputs.s2, GROUP_10M["s2"], translated(grid.at(10.0), dxm, dym), **kw)
-        b = read_on_grid(inputs.s2, GROUP_20M["s2"], translated(grid.at(20.0), dxm, dym), **kw)
-        return a.reflectance, a.valid, b.reflectance, b.valid
-    dx, dy = reg.shift_px
-    s10, s20 = inputs.s10, inputs.s20
-    h10, w10, h20, w20 = grid.height // 2, grid.width // 2, grid.height // 4, grid.width // 4
-    m, m20 = margin, inputs.margin20
-    # only the common grid is computed (the margins are read for the taps, never shifted themselves)
-    r10, ok10 = shift_window(s10.reflectance[None], s10.valid[None], (dx, dy), cfg.shift_kernel,
-                             (m, m + h10, m, m + w10))
-    r20, ok20 = shift_window(s20.reflectance[None], s20.valid[None], (dx / 2, dy / 2), cfg.shift_kernel,
-                             (m20, m20 + h20, m20, m20 + w20))
-    return r10[0], ok10[0, 0], r20[0], ok20[0, 0]
+    r10, ok10 = _moved(inputs, inputs.s10, GROUP_10M["s2"], 10.0, inputs.margin, reg, cfg, device)
+    r20, ok20 = _moved(inputs, inputs.s20, GROUP_20M["s2"], 20.0, inputs.margin20, reg, cfg, device)
+    return r10, ok10, r20, ok20
 
 
 def shift_swir(inputs: PairInputs, reg: RegistrationResult, cfg: PipelineConfig,
                device: torch.device) -> torch.Tensor:
     """Sentinel-2 B11 B12 moved like the other 20 m bands (:func:`shift_sentinel2`), ``(2, H/4, W/4)``;
     their own validity is not used (it does not decide the patches)."""
+    return _moved(inputs, inputs.swir, SWIR_20M, 20.0, inputs.margin20, reg, cfg, device)[0]
+
+
+def _moved(inputs: PairInputs, stack: BandStack | None, bands: tuple[str, ...], res: float, margin: int,
+           reg: RegistrationResult, cfg: PipelineConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Sentinel-2 stack at ``res`` moved by the registration shift onto the common grid:
+    ``(C, h, w)`` and its validity ``(h, w)`` (off the grid: read again at the shifted positions)."""
     grid = inputs.grid
     if not inputs.s2_aligned:
         kw = {"kind": cfg.reflectance, "masks": cfg.masks, "device": device, "kernel": cfg.shift_kernel}
-        return read_on_grid(inputs.s2, SWIR_20M, translated(grid.at(20.0), *reg.shift_m), **kw).reflectance
+        b = read_on_grid(inputs.s2, bands, translated(grid.at(res), *reg.shift_m), **kw)
+        return b.reflectance, b.valid
+    factor, scale = int(res // 5), res / 10.0
+    h, w = grid.height // factor, grid.width // factor
     dx, dy = reg.shift_px
-    m20, h20, w20 = inputs.margin20, grid.height // 4, grid.width // 4
-    r, _ = shift_window(inputs.swir.reflectance[None], inputs.swir.valid[None], (dx / 2, dy / 2), cfg.shift_kernel,
-                        (m20, m20 + h20, m20, m20 + w20))
-    return r[0]
+    # only the common grid is computed (the margins are read for the taps, never shifted themselves)
+    r, ok = shift_window(stack.reflectance[None], stack.valid[None], (dx / scale, dy / scale), cfg.shift_kernel,
+                         (margin, margin + h, margin, margin + w))
+    return r[0], ok[0, 0]
 
 
 @dataclass

@@ -339,23 +339,21 @@ def shift_window(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float
     r0, r1, c0, c1 = window
     if valid.dim() == 3:
         valid = valid[:, None]
-    kernel = _kernel(method) if method != "grid_sample" else None
-    ny = int(math.floor(shift_px[1])) if kernel else 0
-    lo = r0 + ny + (kernel.offsets[0] if kernel else 0)
-    hi = r1 + ny + (kernel.offsets[-1] if kernel else 0) + 1
-    if kernel is None or kernel.prefilter or lo < 0 or hi > image.shape[-2]:
-        x, ok = apply_shift(image, valid, shift_px, method)
-        return x[..., r0:r1, c0:c1], ok[..., r0:r1, c0:c1]
-    rows = slice(lo, hi)
-    x = torch.where(valid[..., rows, :], image[..., rows, :], torch.zeros((), device=image.device,
-                                                                        dtype=image.dtype))
-    first = _shift_window(x, valid[..., rows, :], float(shift_px[0]), 3, c0, c1, kernel)
-    second = first and _shift_window(*first, float(shift_px[1]), 2, r0 - lo, r1 - lo, kernel)
-    if second is None:
-        x, ok = apply_shift(image, valid, shift_px, method)
-        return x[..., r0:r1, c0:c1], ok[..., r0:r1, c0:c1]
-    x, ok = second
-    return x * ok, ok
+    if method != "grid_sample":
+        kernel = _kernel(method)
+        lo = r0 + int(math.floor(shift_px[1])) + kernel.offsets[0]  # the rows the window's taps reach
+        hi = r1 + int(math.floor(shift_px[1])) + kernel.offsets[-1] + 1
+        if lo >= 0 and hi <= image.shape[-2]:
+            rows = slice(lo, hi)
+            x = torch.where(valid[..., rows, :], image[..., rows, :],
+                            torch.zeros((), device=image.device, dtype=image.dtype))
+            first = _shift_window(x, valid[..., rows, :], float(shift_px[0]), 3, c0, c1, kernel)
+            second = first and _shift_window(*first, float(shift_px[1]), 2, r0 - lo, r1 - lo, kernel)
+            if second is not None:
+                return second[0] * second[1], second[1]
+    # taps outside the image (or grid_sample): shift everything, then crop
+    x, ok = apply_shift(image, valid, shift_px, method)
+    return x[..., r0:r1, c0:c1], ok[..., r0:r1, c0:c1]
 
 
 def apply_shift(
