@@ -59,14 +59,20 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def pair_key(cfg: RunConfig, pair: Pair, device: torch.device, versions: dict) -> str:
-    """The hash of everything that shapes a pair's :class:`Prepared` (32 hex digits)."""
+def run_fingerprint(cfg: RunConfig, device: torch.device, versions: dict) -> dict:
+    """What shapes every pair's :class:`Prepared` in a run: the method configuration without the
+    thresholds (nor the file naming), the device type, the software and the package source."""
     method = method_config(cfg)
     method.pop("layout", None)  # names only
     for key in THRESHOLDS:
         method["pipeline"]["selection"].pop(key, None)
-    what = {"format": FORMAT, "method": method, "device": device.type, "software": versions, "code": code_fingerprint(),
-            "products": [_files(pair.venus), _files(pair.s2)], "pair": pair.pair_id}
+    return {"format": FORMAT, "method": method, "device": device.type, "software": versions,
+            "code": code_fingerprint()}
+
+
+def pair_key(run: dict, pair: Pair) -> str:
+    """The hash of :func:`run_fingerprint` and the pair's product files (32 hex digits)."""
+    what = {**run, "products": [_files(pair.venus), _files(pair.s2)], "pair": pair.pair_id}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -126,10 +132,14 @@ class PairCache:
 
     def __init__(self, root: Path, cfg: RunConfig, device: torch.device, versions: dict) -> None:
         self.dir = own_subfolder(Path(root), CACHE_DIR)
-        self.cfg, self.device, self.versions = cfg, device, versions
+        self.device = device
+        self._run = run_fingerprint(cfg, device, versions)
+        self._paths: dict[str, Path] = {}  # pair id -> entry (its product files are stat'ed once)
 
     def path(self, pair: Pair) -> Path:
-        return self.dir / f"{pair.pair_id}.{pair_key(self.cfg, pair, self.device, self.versions)}.pt"
+        if pair.pair_id not in self._paths:
+            self._paths[pair.pair_id] = self.dir / f"{pair.pair_id}.{pair_key(self._run, pair)}.pt"
+        return self._paths[pair.pair_id]
 
     @contextmanager
     def slot(self, pair: Pair):
