@@ -188,9 +188,7 @@ def _run_site(cfg: RunConfig, writer: SiteWriter, pairs: list[Pair], device: tor
     for pair, result, seconds in _computed(todo, cfg, device, outcomes, cache):
         outcomes.append(_write(writer, cfg, pair, result, seconds, device))
     summary = _summary(cfg, site, products_root, writer, device, pairs, rejected, outcomes, versions)
-    _report(cfg, writer.site_dir, summary)
-    _catalog(cfg, writer, summary)
-    _export_v2(cfg, writer, summary)
+    _by_products(cfg, writer, summary)
     writer.write_summary(summary)
     _log_summary(summary)
     return summary
@@ -249,7 +247,8 @@ def _compute(pair: Pair, cfg: RunConfig, device: torch.device, read, cache: Pair
                 raise
             cache.save(path, prep)
         else:
-            log.info("%s: registration, MTF and fit taken from the cache (%s)", pair.pair_id, path.name)
+            what = "the reason it was skipped" if isinstance(prep, str) else "registration, MTF and fit"
+            log.info("%s: %s taken from the cache (%s)", pair.pair_id, what, path.name)
     if isinstance(prep, str):
         raise PairSkipped(prep)
     return finish_pair(pair, prep, cfg.pipeline)
@@ -292,46 +291,49 @@ def _summary(cfg, site, products_root, writer, device, pairs, rejected, outcomes
     }
 
 
-def _report(cfg: RunConfig, site_dir: Path, summary: dict) -> None:
-    if not (cfg.report and summary["pairs_in_dataset"]):
+def _by_products(cfg: RunConfig, writer: SiteWriter, summary: dict) -> None:
+    """What the run writes beside the tensors, once the site's pairs are in: the quality report, the
+    STAC catalogue and dataset card, the v2 GeoTIFFs. Each failure is logged and recorded in the
+    summary as ``<name>_error`` (else ``<name>`` holds the path written); the dataset itself is written
+    and stays."""
+    if not summary["pairs_in_dataset"]:
         return
-    try:
-        from .report import build_report
+    site_dir = writer.site_dir
+    steps = [("report", "quality report", cfg.report, lambda: _report(site_dir)),
+             ("stac", "STAC catalogue or dataset card", cfg.stac, lambda: _catalog(writer)),
+             ("v2", "format v2 export", cfg.format is OutputFormat.v2, lambda: _export_v2(site_dir))]
+    for name, what, wanted, make in steps:
+        if not wanted:
+            continue
+        try:
+            summary[name] = str(make())
+        except Exception as exc:  # noqa: BLE001 - the dataset is written; these are by-products
+            log.error("%s failed: %s", what, exc)
+            summary[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
 
-        build_report(site_dir)
-        summary["report"] = str(site_dir / REPORT_DIR / "report.html")
-    except Exception as exc:  # noqa: BLE001 - the dataset is written; the report is a by-product
-        log.error("quality report failed: %s", exc)
-        summary["report_error"] = f"{type(exc).__name__}: {exc}"
+
+def _report(site_dir: Path) -> Path:
+    from .report import build_report
+
+    build_report(site_dir)
+    return site_dir / REPORT_DIR / "report.html"
 
 
-def _catalog(cfg: RunConfig, writer: SiteWriter, summary: dict) -> None:
+def _catalog(writer: SiteWriter) -> Path:
     """The site's STAC Collection and Items (``stac/``) and its dataset card."""
-    if not (cfg.stac and summary["pairs_in_dataset"]):
-        return
     from .card import dataset_card
     from .stac import write_site_stac
 
-    try:
-        write_site_stac(writer.site_dir)
-        writer.write_extra(CARD_FILE, dataset_card(writer.site_dir))
-        summary["stac"] = str(writer.site_dir / STAC_DIR / "collection.json")
-    except Exception as exc:  # noqa: BLE001 - the dataset is written; its catalogue is a by-product
-        log.error("STAC catalogue or dataset card failed: %s", exc)
-        summary["stac_error"] = f"{type(exc).__name__}: {exc}"
+    write_site_stac(writer.site_dir)
+    writer.write_extra(CARD_FILE, dataset_card(writer.site_dir))
+    return writer.site_dir / STAC_DIR / "collection.json"
 
 
-def _export_v2(cfg: RunConfig, writer: SiteWriter, summary: dict) -> None:
+def _export_v2(site_dir: Path) -> Path:
     """``format=v2``: the site's patches as GeoTIFFs in one zip, with the v2 index (``SITE/v2/``)."""
-    if cfg.format is not OutputFormat.v2 or not summary["pairs_in_dataset"]:
-        return
     from .v2 import export_site_v2
 
-    try:
-        summary["v2_index"] = str(export_site_v2(writer.site_dir))
-    except Exception as exc:  # noqa: BLE001 - the tensors are written; say loudly what is missing
-        log.error("format v2 export failed: %s", exc)
-        summary["v2_error"] = f"{type(exc).__name__}: {exc}"
+    return export_site_v2(site_dir)
 
 
 def _log_summary(summary: dict) -> None:
