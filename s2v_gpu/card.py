@@ -4,11 +4,11 @@ from the folders' ``index.csv`` and ``manifest.json`` (nothing is assumed about 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from . import __version__
-from .layout import MANIFEST_FILE, read_index_rows, site_folders
+from .layout import read_index_rows, site_folders
+from .provenance import read_manifest, software_line
 from .sites import PUBLISHED
 
 CITATION = ("Michel, J.; Vinasco-Salinas, J.; Inglada, J.; Hagolle, O. SEN2VENµS, a Dataset for the Training "
@@ -39,9 +39,9 @@ def _sites(folders: list[Path]) -> tuple[list[tuple[str, int, int]], dict]:
         index = read_index_rows(folder)
         if index:
             rows.append((index[0]["vns_site"], len(index), sum(int(r["nb_patches"]) for r in index)))
-        path = folder / MANIFEST_FILE
-        if path.exists():
-            manifests[folder.name] = json.loads(path.read_text(encoding="utf-8"))
+        manifest = read_manifest(folder)
+        if manifest:
+            manifests[folder.name] = manifest
     return rows, manifests
 
 
@@ -73,7 +73,7 @@ def dataset_card(root: Path) -> str:
         lines.append(f"Configuration `{h}` (recorded in `manifest.json`):")
         lines += [f"- {d}" for d in departures(m.get("method") or {})]
         lines.append("")
-    software = sorted({";".join(f"{k}={v}" for k, v in m.get("software", {}).items()) for m in manifests.values()})
+    software = sorted({software_line(m.get("software", {})) for m in manifests.values()})
     lines += ["## Provenance", "", *[f"- software: `{s}`" for s in software], "",
               "## Use", "", "```python", "from s2v_gpu.dataset import Sen2VenusDataset",
               f"ds = Sen2VenusDataset({str(root.resolve().name)!r}, groups=('10m', '20m'))", "```", "",

@@ -55,12 +55,15 @@ def read_index(root: str | Path, sites: list[str] | None = None) -> list[PairEnt
     entries = []
     for folder in folders:
         for row in read_index_rows(folder):  # file names checked: never outside the folder
-            site = row["vns_site"]
-            if sites is not None and site not in sites:
-                continue
-            files = {c: row[c] for c in FILE_COLUMNS + [SWIR_COLUMN] if row.get(c)}
-            entries.append(PairEntry(site, pair_id_of_row(row), folder, files, int(row["nb_patches"])))
+            if sites is None or row["vns_site"] in sites:
+                entries.append(entry_of_row(folder, row))
     return entries
+
+
+def entry_of_row(folder: Path, row: dict) -> PairEntry:
+    """The :class:`PairEntry` of one (checked) ``index.csv`` row of a site folder."""
+    files = {c: row[c] for c in FILE_COLUMNS + [SWIR_COLUMN] if row.get(c)}
+    return PairEntry(row["vns_site"], pair_id_of_row(row), Path(folder), files, int(row["nb_patches"]))
 
 
 def patch_geometries(gpkg: Path) -> tuple[str | None, list[tuple[float, float, float, float]]]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import platform
 from importlib import metadata
+from pathlib import Path
 
 from . import __version__
+from .layout import MANIFEST_FILE
 
 _LIBRARIES = ("torch", "kornia", "rasterio", "fiona", "numpy", "hydra-core")
 
@@ -30,3 +33,10 @@ def software_versions() -> dict[str, str]:
 def software_line(versions: dict[str, str]) -> str:
     """One line for a table cell: ``s2v_gpu=0.2.0;torch=2.13.0;...``."""
     return ";".join(f"{k}={v}" for k, v in versions.items())
+
+
+def read_manifest(folder: Path) -> dict:
+    """A site folder's ``manifest.json`` (what made it: software, configuration hash, method, layout),
+    ``{}`` where there is none."""
+    path = Path(folder) / MANIFEST_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

@@ -21,8 +21,8 @@ from pystac.validation import JsonSchemaSTACValidator
 
 from . import __version__
 from .bands import GROUP_10M, GROUP_20M, S2_WAVELENGTH, VENUS_WAVELENGTH
-from .dataset import PairEntry, patch_geometries, read_index
-from .layout import INDEX_FILE, MANIFEST_FILE, PAIR_ID_RE, STAC_DIR, SWIR_COLUMN, read_index_rows
+from .dataset import PairEntry, entry_of_row, patch_geometries
+from .layout import MANIFEST_FILE, PAIR_ID_RE, STAC_DIR, SWIR_COLUMN, read_index_rows
 from .writer import atomic_write, own_subfolder
 
 log = logging.getLogger(__name__)
@@ -121,20 +121,19 @@ def _collection(cid: str, description: str, bboxes: list[list[float]], times: li
     return collection
 
 
-def site_collection(site_dir: Path) -> tuple[pystac.Collection, list[pystac.Item]]:
-    """The Collection of a site folder and its Items (every pair of its ``index.csv``)."""
+def site_collection(site_dir: Path) -> tuple[pystac.Collection, list[pystac.Item]] | None:
+    """The Collection of a site folder and its Items (every pair of its ``index.csv``; None: no pair)."""
     from .layout import DETAILS_FILE, read_table
 
-    rows = {r["patches_gpkg"]: r for r in read_index_rows(site_dir)}
+    rows = read_index_rows(site_dir)
+    if not rows:
+        return None
     details = {}
     if (site_dir / DETAILS_FILE).exists():
         table = read_table(site_dir / DETAILS_FILE, ["pair_id", "venus_product_id"])
         details = {d["venus_product_id"]: d for d in table}
-    entries = read_index(site_dir)
-    items = []
-    for e in entries:
-        row = rows[e.files["patches_gpkg"]]
-        items.append(pair_item(e, row, details.get(row["venus_product_id"])))
+    entries = [entry_of_row(site_dir, r) for r in rows]
+    items = [pair_item(e, r, details.get(r["venus_product_id"])) for e, r in zip(entries, rows)]
     site = entries[0].site
     collection = _collection(f"s2v-{site}", f"Sentinel-2 / VENuS same-day patch triplets of the VENuS site {site} "
                              f"({len(items)} pairs, {sum(e.n for e in entries)} patches), built by s2v_gpu "
@@ -168,10 +167,11 @@ def write_site_stac(site_dir: Path) -> Path | None:
     """``SITE/stac/``: the site's Collection and one Item per pair, validated. Returns the collection path
     (None for a folder without pairs)."""
     site_dir = Path(site_dir)
-    if not (site_dir / INDEX_FILE).exists() or not read_index_rows(site_dir):
+    built = site_collection(site_dir)
+    if built is None:
         return None
+    collection, items = built
     stac_dir = own_subfolder(site_dir, STAC_DIR)
-    collection, items = site_collection(site_dir)
     collection.catalog_type = pystac.CatalogType.SELF_CONTAINED  # relative links only: the folder can move
     collection.set_self_href(str(stac_dir / "collection.json"))
     for item in items:

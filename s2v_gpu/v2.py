@@ -32,6 +32,7 @@ from .layout import (
     SCALE,
     SWIR_COLUMN,
     V2_DIR,
+    pair_id_of_row,
     read_index_rows,
     read_table,
 )
@@ -65,7 +66,7 @@ def geotiff(values: np.ndarray, crs: str, left: float, top: float, res: float, b
 
 def _pair_members(z: zipfile.ZipFile, site_dir: Path, row: dict, residuals: dict, zip_name: str) -> list[dict]:
     """Write one pair's GeoTIFFs into ``z``; returns its index rows."""
-    pid = row["patches_gpkg"][: -len("_patches.gpkg")]
+    pid = pair_id_of_row(row)
     crs, bounds = patch_geometries(site_dir / row["patches_gpkg"])
     tensors = {c: torch.load(site_dir / row[col], mmap=True, weights_only=True) for c, (col, _, _) in
                V2_COLUMNS.items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import sys
 from datetime import UTC
@@ -17,7 +16,6 @@ from ..dataset import patch_geometries, read_index
 from ..layout import (
     DETAILS_FILE,
     INDEX_FILE,
-    MANIFEST_FILE,
     PATCH_COLUMNS,
     PATCHES_FILE,
     REPORT_DIR,
@@ -124,12 +122,11 @@ def _provenance(entries, index: pd.DataFrame) -> dict:
     """What made the dataset (each site folder's manifest) and this report."""
     from datetime import datetime
 
-    from ..provenance import software_line, software_versions
+    from ..provenance import read_manifest, software_line, software_versions
 
     software, hashes, methods, layouts = set(), set(), {}, set()
     for folder in sorted({e.folder for e in entries}):
-        path = folder / MANIFEST_FILE
-        manifest = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        manifest = read_manifest(folder)
         if manifest:
             software.add(software_line(manifest.get("software", {})))
             hashes.add(str(manifest.get("config_hash")))
