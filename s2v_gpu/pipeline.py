@@ -24,6 +24,7 @@ from .local import field_image, resample_patches, robust_field, sigma_for, tile_
 from .mtf import band_sigmas_px, mtf_downsample
 from .pairing import Pair
 from .patches import PatchConfig, patch_bounds, take_patches, valid_triplets
+from .precision import full_float32
 from .products.product import BandStack, MaskConfig, TheiaProduct
 from .radiometry import RadiometryConfig, apply_linear, fit_linear, patch_rmse, sample_pixels, stack_padded
 from .registration import RegistrationConfig, RegistrationResult, register
@@ -324,6 +325,7 @@ def process_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "
     return finish_pair(pair, prepare_pair(pair, cfg, device, inputs), cfg, inputs)
 
 
+@full_float32
 def prepare_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str, inputs: PairInputs) -> Prepared:
     """Registration, shift, candidates, MTF, fit and the random draw of the patches (see :class:`Prepared`)."""
     device = torch.device(device)
@@ -359,6 +361,7 @@ def prepare_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str, in
                     int(cand.ids.numel()), int((~fit_keep).sum()), (n10, n20), lap.timings, field)
 
 
+@full_float32
 def finish_pair(pair: Pair, prep: Prepared, cfg: PipelineConfig, inputs: PairInputs | None = None) -> PairResult:
     """The selection thresholds, the local field (``model=local``: needs ``inputs``), the residual
     misregistration of each kept patch, and the pair's result."""

@@ -63,13 +63,13 @@ def resolve_device(name: str, job_num: int | None = None) -> torch.device:
     return device
 
 
-def demo_products(cfg: RunConfig) -> Path:
-    """The synthetic demo archive, generated on first use (``ground_truth.json`` is written last, so
-    its presence marks a complete archive)."""
+def demo_products(cfg: RunConfig, device: torch.device | str = "cpu") -> Path:
+    """The synthetic demo archive, generated on first use, rendered on ``device`` (``ground_truth.json``
+    is written last, so its presence marks a complete archive)."""
     root = Path(cfg.paths.demo)
     if not (root / TRUTH_FILE).exists():
         log.info("generating the synthetic demo archive (%s preset) into %s", cfg.demo.preset, root)
-        generate(preset(str(cfg.demo.preset), seed=cfg.demo.seed), root)
+        generate(preset(str(cfg.demo.preset), seed=cfg.demo.seed), root, device)
     return root
 
 
@@ -138,7 +138,7 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None, job_num: int | None
     if cfg.device.retain_host_memory:
         retain_freed_memory()
     apply_threads(cfg.device.threads)
-    products_root = Path(cfg.paths.products) if cfg.data is DataSource.theia else demo_products(cfg)
+    products_root = Path(cfg.paths.products) if cfg.data is DataSource.theia else demo_products(cfg, device)
     rejected: list[str] = []
     products = find_products(products_root, rejected)
     sites = choose_sites(cfg, products, products_root)

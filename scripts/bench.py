@@ -51,13 +51,21 @@ from s2v_gpu.writer import to_int16, write_patches_gpkg, write_tensor
 SHIFT_M = [4.3, -6.1]
 
 
-def make_pair(size_px: int, cache: Path) -> Path:
+def make_pair(size_px: int, cache: Path, device: torch.device) -> tuple[Path, float | None]:
+    """The cached pair of ``size_px`` (generated on ``device`` the first time) and the seconds its
+    generation took (None: it was in the cache)."""
     root = cache / f"pair_{size_px}"
-    if not (root / TRUTH_FILE).exists():
-        print(f"generating a {size_px}x{size_px} px synthetic pair into {root} (once)...", flush=True)
-        date = SyntheticDate("2019-06-15", dt_minutes=6.0, shift_m=SHIFT_M, venus_cloud=0.05, s2_cloud=0.05)
-        generate(SyntheticConfig(size_px=size_px, dates=[date], s2_margin_m=400.0, seed=11), root)
-    return root
+    if (root / TRUTH_FILE).exists():
+        return root, None
+    print(f"generating a {size_px}x{size_px} px synthetic pair into {root} on {device} (once)...", flush=True)
+    start = time.perf_counter()
+    date = SyntheticDate("2019-06-15", dt_minutes=6.0, shift_m=SHIFT_M, venus_cloud=0.05, s2_cloud=0.05)
+    generate(SyntheticConfig(size_px=size_px, dates=[date], s2_margin_m=400.0, seed=11), root, device)
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the pipeline's peak device memory is measured alone
+    print(f"generated in {seconds:.1f} s", flush=True)
+    return root, seconds
 
 
 def median_time(fn, repeats: int) -> tuple[float, object]:
@@ -239,6 +247,8 @@ def check_arguments(args) -> str | None:
         return f"--size-px {args.size_px}: at least {MIN_SIZE_PX} (one registration tile and one patch)"
     if args.repeats < 1:
         return f"--repeats {args.repeats}: at least 1"
+    if args.reference_repeats is not None and args.reference_repeats < 1:
+        return f"--reference-repeats {args.reference_repeats}: at least 1"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         return f"--device {args.device}: no CUDA device here"
     if not args.no_reference:
@@ -250,20 +260,20 @@ def check_arguments(args) -> str | None:
     return None
 
 
-def seed_references(pair, args, truth) -> dict:
+def seed_references(pair, truth, repeats: int) -> dict:
     """Phase correlation alone (our seed, the same tiles, no refinement) and ours seeded by Kornia SIFT
     instead (what CUDA and ``seed=sift`` run), timed on the same blue images."""
     from s2v_gpu.registration import RegistrationConfig, phase_seed, register
 
     blue = blue_pair(pair, "cpu")
     err = lambda r: math.hypot(r.shift_m[0] - truth[0], r.shift_m[1] - truth[1]) if r else float("nan")  # noqa: E731
-    phase_s, phase = median_time(lambda: phase_seed(*blue, 10.0, RegistrationConfig()), args.repeats)
-    sift_s, sift = median_time(lambda: register(*blue, 10.0, RegistrationConfig(seed="sift")), args.repeats)
+    phase_s, phase = median_time(lambda: phase_seed(*blue, 10.0, RegistrationConfig()), repeats)
+    sift_s, sift = median_time(lambda: register(*blue, 10.0, RegistrationConfig(seed="sift")), repeats)
     return {"phase_only_registration_s": phase_s, "phase_only_shift_error_m": err(phase),
             "sift_seed_registration_s": sift_s, "sift_seed_shift_error_m": err(sift)}
 
 
-def run_references(pair, args, truth) -> dict:
+def run_references(pair, args, truth, repeats: int) -> dict:
     """The CPU references, timed in this run: the classic all-tile OpenCV recipe, the like-for-like
     OpenCV variant (same tiles and refinement as ours), scipy blur + fit of one group (classic) and
     of both groups with the normalised blur (the same work as ours)."""
@@ -276,10 +286,10 @@ def run_references(pair, args, truth) -> dict:
 
     ref, mov, rv, mv = (t.cpu().numpy() for t in blue_pair(pair, "cpu"))
     for key, fn in (("reference", reference_registration), ("same_budget", reference_registration_same_budget)):
-        seconds, shift = median_time(lambda fn=fn: fn(ref, mov, rv, mv), args.repeats)
+        seconds, shift = median_time(lambda fn=fn: fn(ref, mov, rv, mv), repeats)
         out[f"{key}_registration_s"] = seconds
         out[f"{key}_shift_error_m"] = math.hypot(shift[0] - truth[0], shift[1] - truth[1])
-    out.update(seed_references(pair, args, truth))
+    out.update(seed_references(pair, truth, repeats))
     venus, s2 = TheiaProduct(pair.venus), TheiaProduct(pair.s2)
     bounds = common_grid(venus.grid("XS"), s2.grid("R1"), 256).bounds
     v10 = venus.read(GROUP_10M["venus"], bounds)
@@ -288,12 +298,12 @@ def run_references(pair, args, truth) -> dict:
     s20 = s2.read(GROUP_20M["s2"], bounds).reflectance.numpy()
     v5 = v10.reflectance.numpy()
     out["reference_blur_fit_s"], _ = median_time(
-        lambda: reference_blur_fit(v5, s10, band_sigmas_px(GROUP_10M["s2"], 10.0)), args.repeats)
+        lambda: reference_blur_fit(v5, s10, band_sigmas_px(GROUP_10M["s2"], 10.0)), repeats)
     groups = {"10m": (band_sigmas_px(GROUP_10M["s2"], 10.0), 2), "20m": (band_sigmas_px(GROUP_20M["s2"], 20.0), 4)}
     bands = {"10m": v5, "20m": v20.reflectance.numpy()}
     valid = (v10.valid & v20.valid).numpy()
     out["same_work_blur_fit_s"], _ = median_time(
-        lambda: reference_blur_fit_same_work(bands, valid, {"10m": s10, "20m": s20}, groups), args.repeats)
+        lambda: reference_blur_fit_same_work(bands, valid, {"10m": s10, "20m": s20}, groups), repeats)
     return out
 
 
@@ -305,6 +315,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", default=None)
     parser.add_argument("--no-reference", action="store_true", help="skip the OpenCV/scipy reference")
+    parser.add_argument("--reference-repeats", type=int, default=None,
+                        help="repeats of the CPU references (default: --repeats; a short GPU lease uses 1)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads (0: as the run app resolves them, see s2v_gpu.threads)")
     parser.add_argument("--registration-model", choices=["translation", "local"], default="translation",
@@ -321,7 +333,7 @@ def main(argv=None) -> int:
     threads = apply_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    root = make_pair(args.size_px, Path(args.cache))
+    root, generation_s = make_pair(args.size_px, Path(args.cache), device)
     pair = find_pairs(find_products(root), "SYNTH-1")[0]
     cfg = PipelineConfig()
     cfg.registration.model = args.registration_model
@@ -352,7 +364,7 @@ def main(argv=None) -> int:
     truth = SHIFT_M
     shift_err = math.hypot(result.registration.shift_m[0] - truth[0], result.registration.shift_m[1] - truth[1])
 
-    refs = run_references(pair, args, truth)
+    refs = run_references(pair, args, truth, args.reference_repeats or args.repeats)
     ref_reg_s, ref_err, ref_fit_s = refs["reference_registration_s"], refs["reference_shift_error_m"], \
         refs["reference_blur_fit_s"]
 
@@ -361,7 +373,9 @@ def main(argv=None) -> int:
     results = {
         "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
                    else f"cpu ({torch.get_num_threads()} threads)"),
-        "size_px": args.size_px, "repeats": args.repeats, "retain_host_memory": retained,
+        "size_px": args.size_px, "repeats": args.repeats, "reference_repeats": args.reference_repeats or args.repeats,
+        "retain_host_memory": retained,
+        "generation_s": generation_s,
         "threads": threads, "load_average": list(os.getloadavg()),
         "pipeline_cpu_s": statistics.median(cpu_totals),
         "io_floor_s": io_s, "io_floor_parallel_s": io_par_s, "pipeline_s": pipeline_s, "stages": stages,

@@ -42,9 +42,11 @@ def summary(out: Path) -> str:
         path = out / f"{name}.json"
         if path.exists():
             b = json.loads(path.read_text())
-            parts.append(f"{name} {b['size_px']}px: pipeline {b['pipeline_s']:.2f}s = "
+            generated = f"generated in {b['generation_s']:.0f}s, " if b.get("generation_s") is not None else ""
+            parts.append(f"{name} {b['size_px']}px: {generated}pipeline {b['pipeline_s']:.2f}s = "
                          f"{b['pipeline_over_io_floor']:.2f}x floor, registration {b['registration_s']:.2f}s"
-                         f" (OpenCV ref {b['reference_registration_s']:.2f}s)")
+                         f" (OpenCV ref {b['reference_registration_s']:.2f}s, like for like "
+                         f"{b.get('same_budget_registration_s', float('nan')):.2f}s)")
     parts.append(f"steps ok {len(steps) - len(failed)}/{len(steps)}" + (f" [{'; '.join(failed)}]" if failed else ""))
     return " | ".join(parts)
 

@@ -118,3 +118,53 @@ def test_sentinel2_band_offsets_are_ground_truth(tmp_path):
                 images.append(torch.from_numpy(src.read(1).astype("float64") / 10000)[16:-16, 16:-16])
         r = patch_residuals(images[1][None, None], images[0][None, None])["r"][0]
         assert r.tolist() == pytest.approx(offsets[band], abs=0.03), (band, r, offsets[band])
+
+
+def test_landscape_is_the_one_the_numpy_generator_drew():
+    """The generator samples the landscape with torch (on any device) since 0.2: at the CPU it is bit
+    for bit the landscape the numpy generator drew (values below printed by the numpy version), so the
+    demo and benchmark products did not change."""
+    from s2v_gpu.synthetic.landscape import Landscape
+    from s2v_gpu.synthetic.sensor import value_noise
+
+    x = torch.tensor([360012.5, 361234.0, 372000.25, 355000.0], dtype=torch.float64)
+    y = torch.tensor([4829990.0, 4825000.5, 4817777.0, 4831111.0], dtype=torch.float64)
+    assert value_noise(x, y, 7, 1200.0).tolist() == [
+        0.3253628733511847, 0.09707333574398097, 0.4090978896023206, 0.2597415531926732]
+    land = Landscape(11, (367000.0, 4823000.0), 14000.0)
+    cls, key, texture = land.sample(x, y)
+    assert cls.tolist() == [2, 2, 5, 1]
+    assert key.tolist() == [0.32711249589920044, 0.9292613863945007, 0.6339367628097534, 0.8639469742774963]
+    assert texture.tolist() == pytest.approx([1.0166592389579563, 1.1095835989388496, 1.0, 0.891447676134041],
+                                             rel=1e-14)
+    refl, _ = land.reflectance(x, y, [torch.linspace(0.01, 0.3, 8, dtype=torch.float64).numpy()], [3])
+    assert refl[0].tolist() == pytest.approx(
+        [0.09537991987062772, 0.09847812206008072, 0.1998820070539202, 0.04733665378999052], rel=1e-14)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_generator_writes_the_cpu_products(tmp_path):
+    """Rendered on a GPU (how the device check makes a full site in seconds), the products are the
+    CPU's: at most 1 DN apart (float32 convolutions summed in another order) on at most 0.1 % of the
+    pixels, the masks equal but for 0.1 % of the pixels, the same ground truth."""
+    import numpy as np
+
+    from s2v_gpu.synthetic.distortion import distortion_preset
+
+    date = [SyntheticDate("2019-05-01", shift_m=[2.5, -3.0], venus_cloud=0.2, s2_cloud=0.2)]
+    cfg = SyntheticConfig(size_px=320, s2_margin_m=200.0, dates=date, keep_arrays=True, s2_epsg=32630,
+                          distortion=distortion_preset("urban"))
+    cpu, gpu = generate(cfg, tmp_path / "cpu"), generate(cfg, tmp_path / "cuda", "cuda")
+    assert gpu.truth["dates"][0]["shift_m"] == cpu.truth["dates"][0]["shift_m"]
+    assert gpu.truth["radiometry"] == cpu.truth["radiometry"]
+    assert gpu.truth["distortion"]["median_m"] == pytest.approx(cpu.truth["distortion"]["median_m"], rel=1e-6)
+    for name, groups in cpu.arrays.items():
+        for group, arrays in groups.items():
+            other = gpu.arrays[name][group]
+            for kind in ("bands", "masks"):
+                for band, a in getattr(arrays, kind).items():
+                    diff = np.abs(a.astype(np.int64) - getattr(other, kind)[band].astype(np.int64))
+                    if kind == "bands":
+                        assert diff.max() <= 1, (name, band)
+                    assert (diff > 0).mean() <= 1e-3, (name, group, kind, band, (diff > 0).mean())

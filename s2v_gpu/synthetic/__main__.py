@@ -1,4 +1,4 @@
-"""``python -m s2v_gpu.synthetic OUT [--preset tiny|demo|full] [--zip] [--seed N] [--size-px N]``
+"""``python -m s2v_gpu.synthetic OUT [--preset tiny|demo|full] [--zip] [--seed N] [--size-px N] [--device D]``
 
 Writes a synthetic Theia archive (VENuS site + Sentinel-2 tile window, several dates) and its
 ``ground_truth.json`` into OUT.
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-px", type=int, default=None, help="VENuS site size in 5 m pixels")
     parser.add_argument("--site", default=None, help="site name (default SYNTH-1)")
     parser.add_argument("--s2-epsg", type=int, default=None, help="Sentinel-2 CRS (a neighbouring UTM zone)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the landscape is rendered (cpu, cuda: same products, a full site in seconds)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"zip": args.zip, "seed": args.seed}
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             overrides[key] = value
     start = time.perf_counter()
-    archive = generate(preset(args.preset, **overrides), args.out)
+    archive = generate(preset(args.preset, **overrides), args.out, args.device)
     logging.getLogger("s2v_gpu.synthetic").info(
         "%d products written to %s in %.1f s", len(archive.products), archive.root, time.perf_counter() - start
     )

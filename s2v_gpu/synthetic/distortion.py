@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import torch
 from affine import Affine
 
 from .landscape import BUILT_UP, CLASSES, Landscape
@@ -62,7 +63,8 @@ def distortion_preset(name: str, **overrides) -> DistortionConfig:
 class DisplacementField:
     """The displacement ``D`` (metres) on a 20 m grid over the site, bilinearly interpolated."""
 
-    def __init__(self, cfg: DistortionConfig, landscape: Landscape, bounds, zenith_deg: float, seed: int) -> None:
+    def __init__(self, cfg: DistortionConfig, landscape: Landscape, bounds, zenith_deg: float, seed: int,
+                 device: torch.device | str = "cpu") -> None:
         left, bottom, right, top = bounds
         self.left, self.top = left, top
         self.nx, self.ny = int(math.ceil((right - left) / CELL_M)), int(math.ceil((top - bottom) / CELL_M))
@@ -71,20 +73,25 @@ class DisplacementField:
         x, y = np.meshgrid(xs, ys)
         height = _dem_error(x, y, cfg.dem_error_m, cfg.dem_error_scale_m, seed)
         if cfg.canopy_height_m or cfg.building_height_m:
-            height = height + _cover_height(landscape, x, y, cfg)
+            height = height + _cover_height(landscape, x, y, cfg, torch.device(device))
         zenith = cfg.zenith_deg if cfg.zenith_deg is not None else zenith_deg
         along = height * math.tan(math.radians(zenith))
         az = math.radians(cfg.azimuth_deg)
         self.dx, self.dy = (along * math.sin(az)).astype(np.float32), (along * math.cos(az)).astype(np.float32)
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(D_east, D_north)`` at points (metres), bilinear between cell centres, edges clamped."""
-        fc = np.clip((x - self.left) / CELL_M - 0.5, 0, self.nx - 1)
-        fr = np.clip((self.top - y) / CELL_M - 0.5, 0, self.ny - 1)
-        c0, r0 = np.minimum(fc.astype(int), self.nx - 2), np.minimum(fr.astype(int), self.ny - 2)
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(D_east, D_north)`` at points (metres, float64 tensors on the points' device), bilinear
+        between cell centres, edges clamped."""
+        if x.device not in self._on_device:
+            self._on_device[x.device] = tuple(torch.from_numpy(g).to(x.device, torch.float64)
+                                              for g in (self.dx, self.dy))
+        fc = torch.clamp((x - self.left) / CELL_M - 0.5, 0, self.nx - 1)
+        fr = torch.clamp((self.top - y) / CELL_M - 0.5, 0, self.ny - 1)
+        c0, r0 = fc.to(torch.int64).clamp(max=self.nx - 2), fr.to(torch.int64).clamp(max=self.ny - 2)
         tc, tr = fc - c0, fr - r0
         out = []
-        for grid in (self.dx, self.dy):
+        for grid in self._on_device[x.device]:
             top = grid[r0, c0] * (1 - tc) + grid[r0, c0 + 1] * tc
             bottom = grid[r0 + 1, c0] * (1 - tc) + grid[r0 + 1, c0 + 1] * tc
             out.append(top * (1 - tr) + bottom * tr)
@@ -132,13 +139,15 @@ def _dem_error(x: np.ndarray, y: np.ndarray, std: float, scale: float, seed: int
     return out * std * math.sqrt(2.0 / waves)
 
 
-def _cover_height(landscape: Landscape, x: np.ndarray, y: np.ndarray, cfg: DistortionConfig) -> np.ndarray:
+def _cover_height(landscape: Landscape, x: np.ndarray, y: np.ndarray, cfg: DistortionConfig,
+                  device: torch.device) -> np.ndarray:
     """Canopy and building heights averaged over each 20 m cell (4 x 4 samples per cell)."""
     offsets = (np.arange(4) + 0.5) * CELL_M / 4 - CELL_M / 2
-    total = np.zeros_like(x)
+    xt, yt = (torch.from_numpy(a).to(device) for a in (x, y))
+    total = torch.zeros_like(xt)
     for ox in offsets:
         for oy in offsets:
-            cls, _, _ = landscape.sample(x + ox, y + oy)
-            total += np.where(cls == FOREST, cfg.canopy_height_m, 0.0)
-            total += np.where(cls == BUILT_UP, cfg.building_height_m, 0.0)
-    return total / offsets.size**2
+            cls, _, _ = landscape.sample(xt + ox, yt + oy)
+            total += torch.where(cls == FOREST, cfg.canopy_height_m, 0.0)
+            total += torch.where(cls == BUILT_UP, cfg.building_height_m, 0.0)
+    return (total / offsets.size**2).cpu().numpy()

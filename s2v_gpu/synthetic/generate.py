@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import torch
 from affine import Affine
 from rasterio.warp import transform as warp_transform
 from tqdm.auto import tqdm
@@ -125,9 +126,9 @@ def _to_ground(s2_epsg: int, epsg: int):
     if s2_epsg == epsg:
         return None
 
-    def to_ground(x, y, _src=f"EPSG:{s2_epsg}", _dst=f"EPSG:{epsg}"):
-        gx, gy = warp_transform(_src, _dst, x.ravel(), y.ravel())
-        return np.asarray(gx).reshape(x.shape), np.asarray(gy).reshape(y.shape)
+    def to_ground(x, y, _src=f"EPSG:{s2_epsg}", _dst=f"EPSG:{epsg}"):  # PROJ runs on the host
+        gx, gy = warp_transform(_src, _dst, x.cpu().numpy().ravel(), y.cpu().numpy().ravel())
+        return tuple(torch.from_numpy(np.asarray(g, np.float64).reshape(x.shape)).to(x.device) for g in (gx, gy))
 
     return to_ground
 
@@ -157,8 +158,12 @@ def _truth(cfg, site_bounds, venus_zenith, gains, offsets, s2_window) -> dict:
     }
 
 
-def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
+def generate(cfg: SyntheticConfig, out_dir: str | Path, device: torch.device | str = "cpu") -> SyntheticArchive:
     """Write the synthetic archive described by ``cfg`` into ``out_dir``.
+
+    The landscape is sampled, blurred and integrated on ``device`` (a GPU writes a full 27.8 km site
+    in seconds of rendering); the random draws (noise, saturation, sizes of the structures) stay on the
+    host's numpy generator, so every device writes the same products with the same ground truth.
 
     Returns:
         The archive, with its ground truth (also written to ``out_dir/ground_truth.json``).
@@ -177,7 +182,7 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
     s2_epsg, s2_ulx, s2_uly, s2_w_m, s2_h_m = _s2_window(cfg)
     to_ground = _to_ground(s2_epsg, cfg.epsg)
     truth = _truth(cfg, site_bounds, venus_zenith, gains, offsets, (s2_epsg, s2_ulx, s2_uly, s2_w_m, s2_h_m))
-    displacement = _distortion(cfg, landscape, site_bounds, venus_zenith, out_dir, truth)
+    displacement = _distortion(cfg, landscape, site_bounds, venus_zenith, out_dir, truth, device)
     archive = SyntheticArchive(out_dir, truth, [])
     dates = tqdm(cfg.dates, desc=f"synthetic {cfg.site}", unit="date", disable=not sys.stderr.isatty())
     for k, d in enumerate(dates):
@@ -190,14 +195,14 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
         if d.venus:
             name = f"VENUS-XS_{venus_time:%Y%m%d-%H%M%S}-000_L2A_{cfg.site}_C_V2-2"
             archive.products.append(_venus_product(cfg, d, k, name, venus_time, landscape, factor, venus_zenith,
-                                                   site_bounds, rng, out_dir, archive, displacement))
+                                                   site_bounds, rng, out_dir, archive, displacement, device))
             entry["venus"] = name
             entry["venus_cloud_fraction"] = float(archive.arrays[name]["XS"].flags["cloud"].mean())
         if d.s2:
             name = f"SENTINEL2A_{s2_time:%Y%m%d-%H%M%S}-{s2_time.microsecond // 1000:03d}_L2A_T{cfg.tile}_C_V2-2"
             archive.products.append(_s2_product(cfg, d, k, name, s2_time, landscape, factor, gains, offsets,
                                                 (s2_epsg, s2_ulx, s2_uly, s2_w_m, s2_h_m), to_ground,
-                                                site_bounds, rng, out_dir, archive))
+                                                site_bounds, rng, out_dir, archive, device))
             entry["s2"] = name
             entry["s2_cloud_fraction"] = float(archive.arrays[name]["R1"].flags["cloud"].mean())
         truth["dates"].append(entry)
@@ -212,14 +217,14 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> SyntheticArchive:
 S2_BANDS_ALL = tuple(b for group in ("R1", "R2") for b in S2_GROUPS[group])
 
 
-def _distortion(cfg, landscape, site_bounds, venus_zenith, out_dir: Path, truth: dict):
+def _distortion(cfg, landscape, site_bounds, venus_zenith, out_dir: Path, truth: dict, device="cpu"):
     """The VENuS displacement field of ``cfg.distortion`` (None for ``none``), written with the truth."""
     moves = band_offsets(cfg.distortion, list(S2_BANDS_ALL), cfg.seed)
     if moves:
         truth["s2_band_offsets_px"] = {b: list(o) for b, o in moves.items()}
     if cfg.distortion.preset == "none":
         return None
-    field = DisplacementField(cfg.distortion, landscape, site_bounds, venus_zenith, cfg.seed)
+    field = DisplacementField(cfg.distortion, landscape, site_bounds, venus_zenith, cfg.seed, device)
     field.write(out_dir / DISPLACEMENT_FILE, f"EPSG:{cfg.epsg}")
     magnitude = np.hypot(field.dx, field.dy)
     truth["distortion"] = {
@@ -232,7 +237,7 @@ def _distortion(cfg, landscape, site_bounds, venus_zenith, out_dir: Path, truth:
 
 
 def _venus_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, zenith, site_bounds, rng,
-                   out_dir, archive, field=None) -> Path:
+                   out_dir, archive, field=None, device="cpu") -> Path:
     clouds = CloudField.for_area(cfg.seed * 1000 + 10 * k + 1, d.venus_cloud, site_bounds)
 
     def values(gx, gy):
@@ -242,7 +247,7 @@ def _venus_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, zeni
     sigma = mtf_sigma_m(cfg.venus_mtf, 5.0)
     shape = (cfg.size_px, cfg.size_px)
     rendered = render(landscape, values, [sigma] * len(VENUS_BANDS), tuple(cfg.origin), 5.0, shape,
-                      cfg.render_step_m, clouds=clouds, displacement=field)
+                      cfg.render_step_m, clouds=clouds, displacement=field, device=device)
     nodata = _corner(shape, cfg.venus_edge_fraction, "bottom_right")
     transform = Affine(5.0, 0, cfg.origin[0], 0, -5.0, cfg.origin[1])
     arrays = _finish(rendered, VENUS_BANDS, VENUS_QUANT, nodata, rng, cfg, transform, cfg.epsg, np.uint16)
@@ -255,7 +260,7 @@ def _venus_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, zeni
 
 
 def _s2_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, gains, offsets, window, to_ground,
-                site_bounds, rng, out_dir, archive) -> Path:
+                site_bounds, rng, out_dir, archive, device="cpu") -> Path:
     epsg, ulx, uly, w_m, h_m = window
     clouds = CloudField.for_area(cfg.seed * 1000 + 10 * k + 2, d.s2_cloud, site_bounds)
     groups = {}
@@ -269,8 +274,8 @@ def _s2_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, gains, 
         spectra = [VENUS_SPECTRA[S2_FROM_VENUS[b]] if b in S2_FROM_VENUS else S2_SPECTRA[b] for b in bands]
         jitter_ids = [VENUS_BANDS.index(S2_FROM_VENUS[b]) if b in S2_FROM_VENUS else 100 + i
                       for i, b in enumerate(bands)]
-        gain = np.array([gains.get(b, 1.0) for b in bands])[:, None, None]
-        offset = np.array([offsets.get(b, 0.0) for b in bands])[:, None, None]
+        gain = torch.tensor([gains.get(b, 1.0) for b in bands], dtype=torch.float64, device=device)[:, None, None]
+        offset = torch.tensor([offsets.get(b, 0.0) for b in bands], dtype=torch.float64, device=device)[:, None, None]
 
         def values(gx, gy, spectra=spectra, jitter_ids=jitter_ids, gain=gain, offset=offset):
             refl, cls = landscape.reflectance(gx, gy, spectra, jitter_ids)
@@ -285,7 +290,7 @@ def _s2_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, gains, 
         sigmas = [math.sqrt(max(mtf_sigma_m(S2_MTF[b], res) ** 2 + venus_var - res**2 / 12, (0.25 * res) ** 2))
                   for b in bands]
         rendered = render(landscape, values, sigmas, (ulx, uly), res, shape, max(cfg.render_step_m, res / 4),
-                          shift_m=tuple(d.shift_m), clouds=clouds, to_ground=to_ground)
+                          shift_m=tuple(d.shift_m), clouds=clouds, to_ground=to_ground, device=device)
         moves = band_offsets(cfg.distortion, list(S2_BANDS_ALL), cfg.seed)
         for i, b in enumerate(bands):
             if b in moves:  # the band-to-band registration error of Sentinel-2 (ground truth)

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..bands import S2_WAVELENGTH, VENUS_WAVELENGTH
 
@@ -37,6 +38,15 @@ _SPECTRA = np.array([
     [0.085, 0.090, 0.100, 0.120, 0.128, 0.130, 0.140, 0.150, 0.160, 0.170, 0.170, 0.180, 0.200, 0.180],
     [0.075, 0.080, 0.090, 0.100, 0.108, 0.110, 0.120, 0.130, 0.140, 0.150, 0.150, 0.150, 0.170, 0.160],
 ])
+
+
+def hash_uniform(i: torch.Tensor, j: torch.Tensor, salt: int) -> torch.Tensor:
+    """A stateless hash of integer cell coordinates -> uniform numbers in [0, 1) (float64), so random
+    fields are defined everywhere; integer arithmetic (int64, wrapping), the same on every device."""
+    h = (i.to(torch.int64) * 73856093) ^ (j.to(torch.int64) * 19349663) ^ salt
+    h = (h ^ (h >> 13)) * 1274126177
+    h = h ^ (h >> 16)
+    return (h & 0xFFFFFF).to(torch.float64) / float(0x1000000)
 
 
 def class_spectra(wavelengths_nm: dict[str, float]) -> dict[str, np.ndarray]:
@@ -97,63 +107,58 @@ class Landscape:
             for _ in range(max(1, int(round(area_km2 / 25))))
         ]
 
-    # A stateless hash of integer cell coordinates -> uniform numbers, so fields are defined everywhere.
-    def _hash(self, i: np.ndarray, j: np.ndarray, k: int) -> np.ndarray:
-        h = (i.astype(np.int64) * 73856093) ^ (j.astype(np.int64) * 19349663) ^ (self._rng_seed + 83492791 * k)
-        h = (h ^ (h >> 13)) * 1274126177
-        h = h ^ (h >> 16)
-        return (h & 0xFFFFFF).astype(np.float64) / float(0x1000000)
+    def _hash(self, i: torch.Tensor, j: torch.Tensor, k: int) -> torch.Tensor:
+        return hash_uniform(i, j, self._rng_seed + 83492791 * k)
 
-    def fields(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def fields(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Nearest jittered seed: (cell id i, cell id j, distance to the cell border proxy)."""
         s = self.field_size_m
-        ci, cj = np.floor(x / s), np.floor(y / s)
-        best = np.full(x.shape, np.inf)
-        bi = np.zeros(x.shape)
-        bj = np.zeros(x.shape)
-        second = np.full(x.shape, np.inf)
+        ci, cj = torch.floor(x / s), torch.floor(y / s)
+        best = torch.full_like(x, math.inf)
+        bi, bj = torch.zeros_like(x), torch.zeros_like(x)
+        second = torch.full_like(x, math.inf)
         for di in (-1, 0, 1):
             for dj in (-1, 0, 1):
                 ii, jj = ci + di, cj + dj
                 sx = (ii + 0.15 + 0.7 * self._hash(ii, jj, 1)) * s
                 sy = (jj + 0.15 + 0.7 * self._hash(ii, jj, 2)) * s
-                d = np.hypot(x - sx, y - sy)
+                d = torch.hypot(x - sx, y - sy)
                 closer = d < best
-                second = np.where(closer, best, np.minimum(second, d))
-                best = np.where(closer, d, best)
-                bi = np.where(closer, ii, bi)
-                bj = np.where(closer, jj, bj)
+                second = torch.where(closer, best, torch.minimum(second, d))
+                best = torch.where(closer, d, best)
+                bi = torch.where(closer, ii, bi)
+                bj = torch.where(closer, jj, bj)
         return bi, bj, second - best
 
-    def sample(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sample(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Class, per-field spectral jitter key and brightness texture at ground points.
 
         Computed by blocks of columns; each block only visits the roads, towns and lakes that can
         reach its bounding box (their number grows with the site's area, so a full site would
         otherwise cost the square of its area). Every point gets exactly the values of a direct
-        evaluation.
+        evaluation. Runs on the device of ``x`` (float64 everywhere: the same landscape on every device).
 
         Args:
-            x, y: ground coordinates (metres), any shape.
+            x, y: ground coordinates (metres), any shape (float64 tensors).
 
         Returns:
-            ``(cls, field_key, texture)``: int class index, float key in [0, 1) per field (for the
+            ``(cls, field_key, texture)``: int64 class index, float key in [0, 1) per field (for the
             per-field spectral jitter), multiplicative brightness texture (about 1).
         """
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        x, y = x.to(torch.float64), y.to(torch.float64)
         if x.ndim == 0 or x.shape[-1] <= SAMPLE_BLOCK:
             return self._sample_block(x, y)
         parts = [self._sample_block(x[..., c:c + SAMPLE_BLOCK], y[..., c:c + SAMPLE_BLOCK])
                  for c in range(0, x.shape[-1], SAMPLE_BLOCK)]
-        return tuple(np.concatenate([p[k] for p in parts], axis=-1) for k in range(3))
+        return tuple(torch.cat([p[k] for p in parts], dim=-1) for k in range(3))
 
-    def _structures_near(self, x: np.ndarray, y: np.ndarray):
+    def _structures_near(self, x: torch.Tensor, y: torch.Tensor):
         """The towns, roads and lakes that can touch the bounding box of the points (a conservative
         test: a road is a band of half-width w/2 around a line, whose signed distance is linear, so
         its extremes over the box are at the corners)."""
-        if x.size == 0:
+        if x.numel() == 0:
             return [], [], []
-        x0, x1, y0, y1 = x.min(), x.max(), y.min(), y.max()
+        x0, x1, y0, y1 = torch.stack([x.min(), x.max(), y.min(), y.max()]).tolist()  # one device sync
 
         def box_distance(cx, cy):
             return math.hypot(max(x0 - cx, 0.0, cx - x1), max(y0 - cy, 0.0, cy - y1))
@@ -168,60 +173,62 @@ class Landscape:
                 roads.append((rx, ry, theta, width))
         return towns, roads, lakes
 
-    def _sample_block(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        towns, roads, lakes = self._structures_near(x, y)
+    def _field_classes(self, x: torch.Tensor, y: torch.Tensor):
+        """The agricultural background: (cls, key, texture) of the fields, crop rows, crowns, hedges."""
         bi, bj, border = self.fields(x, y)
         u = self._hash(bi, bj, 3)
         # field classes: crops dominate, then grass, forest, bare soil
-        cls = np.select(
-            [u < 0.30, u < 0.48, u < 0.63, u < 0.80, u < 1.0],
-            [CLASSES.index("crop_green"), CLASSES.index("crop_dry"), CLASSES.index("grass"),
-             CLASSES.index("forest"), CLASSES.index("bare_soil")],
-        )
+        cls = torch.full_like(bi, CLASSES.index("bare_soil"), dtype=torch.int64)
+        for bound, name in ((0.80, "forest"), (0.63, "grass"), (0.48, "crop_dry"), (0.30, "crop_green")):
+            cls = torch.where(u < bound, CLASSES.index(name), cls)
         key = self._hash(bi, bj, 4)
         # crop rows: a field-specific orientation and period
-        theta = self._hash(bi, bj, 5) * np.pi
+        theta = self._hash(bi, bj, 5) * math.pi
         period = 18.0 + 20.0 * self._hash(bi, bj, 6)
-        rows = 1.0 + 0.12 * self.texture * np.sin(2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period)
-        texture = np.where(np.isin(cls, [CLASSES.index("crop_green"), CLASSES.index("crop_dry")]), rows, 1.0)
+        rows = 1.0 + 0.12 * self.texture * torch.sin(
+            2 * math.pi * (x * torch.cos(theta) + y * torch.sin(theta)) / period)
+        crop = (cls == CLASSES.index("crop_green")) | (cls == CLASSES.index("crop_dry"))
+        texture = torch.where(crop, rows, 1.0)
         # forest crowns: high-frequency, isotropic-ish texture
-        crowns = 1.0 + 0.18 * self.texture * np.sin(2 * np.pi * x / 9.7 + 3 * key) * np.sin(
-            2 * np.pi * y / 11.3 + 5 * key)
-        texture = np.where(cls == CLASSES.index("forest"), crowns, texture)
+        crowns = 1.0 + 0.18 * self.texture * torch.sin(2 * math.pi * x / 9.7 + 3 * key) * torch.sin(
+            2 * math.pi * y / 11.3 + 5 * key)
+        texture = torch.where(cls == CLASSES.index("forest"), crowns, texture)
         # hedges between fields: darker vegetated borders
-        hedge = border < 4.0
-        cls = np.where(hedge & (u < 0.5), CLASSES.index("forest"), cls)
+        cls = torch.where((border < 4.0) & (u < 0.5), CLASSES.index("forest"), cls)
+        return cls, key, texture
 
-        in_town = np.zeros(x.shape, bool)
+    def _sample_block(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        towns, roads, lakes = self._structures_near(x, y)
+        cls, key, texture = self._field_classes(x, y)
+        in_town = torch.zeros_like(x, dtype=torch.bool)
         for tx, ty, tr in towns:
-            in_town |= np.hypot(x - tx, y - ty) < tr
-        block = (np.floor(x / 14.0) + np.floor(y / 17.0)) % 3
-        cls = np.where(in_town, CLASSES.index("built_up"), cls)
-        texture = np.where(in_town, 1.0 + self.texture * (0.35 * block - 0.3), texture)
+            in_town |= torch.hypot(x - tx, y - ty) < tr
+        block = (torch.floor(x / 14.0) + torch.floor(y / 17.0)) % 3
+        cls = torch.where(in_town, CLASSES.index("built_up"), cls)
+        texture = torch.where(in_town, 1.0 + self.texture * (0.35 * block - 0.3), texture)
 
         for rx, ry, theta, width in roads:
-            d = np.abs((x - rx) * np.sin(theta) - (y - ry) * np.cos(theta))
-            road = d < width / 2
-            cls = np.where(road, CLASSES.index("road"), cls)
-            texture = np.where(road, 1.0, texture)
+            road = torch.abs((x - rx) * math.sin(theta) - (y - ry) * math.cos(theta)) < width / 2
+            cls = torch.where(road, CLASSES.index("road"), cls)
+            texture = torch.where(road, 1.0, texture)
 
-        water = np.zeros(x.shape, bool)
+        water = torch.zeros_like(x, dtype=torch.bool)
         for lx, ly, a, b, ang in lakes:
             dx, dy = x - lx, y - ly
-            u1 = dx * np.cos(ang) + dy * np.sin(ang)
-            v1 = -dx * np.sin(ang) + dy * np.cos(ang)
+            u1 = dx * math.cos(ang) + dy * math.sin(ang)
+            v1 = -dx * math.sin(ang) + dy * math.cos(ang)
             water |= (u1 / a) ** 2 + (v1 / b) ** 2 < 1.0
         ry0, amp, wavelength, width = self.river
-        water |= np.abs(y - (ry0 + amp * np.sin(2 * np.pi * (x - self.origin[0]) / wavelength))) < width / 2
-        cls = np.where(water, WATER, cls)
-        texture = np.where(water, 1.0, texture)
-        return cls.astype(np.int64), key, texture
+        water |= torch.abs(y - (ry0 + amp * torch.sin(2 * math.pi * (x - self.origin[0]) / wavelength))) < width / 2
+        cls = torch.where(water, WATER, cls)
+        texture = torch.where(water, 1.0, texture)
+        return cls, key, texture
 
-    def reflectance(self, x, y, spectra, jitter_ids) -> tuple[np.ndarray, np.ndarray]:
+    def reflectance(self, x, y, spectra, jitter_ids) -> tuple[torch.Tensor, torch.Tensor]:
         """Surface reflectance of some bands at ground points.
 
         Args:
-            x, y: ground coordinates (metres), any shape.
+            x, y: ground coordinates (metres), any shape (float64 tensors, on any device).
             spectra: per band, the reflectance of each class (arrays of shape ``(len(CLASSES),)``).
             jitter_ids: per band, the key of its per-field jitter: two bands with the same key and
                 spectrum have exactly the same reflectance (how a Sentinel-2 band derived from a VENuS
@@ -231,10 +238,10 @@ class Landscape:
             ``(refl, cls)``: refl of shape ``(len(spectra), *x.shape)``, cls the class index.
         """
         cls, key, texture = self.sample(x, y)
-        out = np.empty((len(spectra),) + x.shape, np.float64)
-        cell = np.floor(key * 1e6)
+        out = torch.empty((len(spectra),) + tuple(x.shape), dtype=torch.float64, device=x.device)
+        cell = torch.floor(key * 1e6)
         for i, (spectrum, jid) in enumerate(zip(spectra, jitter_ids)):
             # per-field, per-band jitter (+-8 %) keeps the bands from being collinear
-            jitter = 1.0 + 0.16 * (self._hash(cell, np.full(key.shape, jid), 7) - 0.5)
-            out[i] = spectrum[cls] * jitter * texture
+            jitter = 1.0 + 0.16 * (self._hash(cell, torch.full_like(key, jid), 7) - 0.5)
+            out[i] = torch.as_tensor(spectrum, dtype=torch.float64, device=x.device)[cls] * jitter * texture
         return out, cls

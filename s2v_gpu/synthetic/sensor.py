@@ -16,34 +16,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .landscape import BUILT_UP, WATER, Landscape
+from ..precision import full_float32
+from .landscape import BUILT_UP, WATER, Landscape, hash_uniform
 
-#: Maps sensor-CRS coordinates to ground (VENuS CRS) coordinates.
-ToGround = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-def _lattice_hash(i: np.ndarray, j: np.ndarray, seed: int) -> np.ndarray:
-    h = (i.astype(np.int64) * 73856093) ^ (j.astype(np.int64) * 19349663) ^ (seed * 2654435761 % 2**31)
-    h = (h ^ (h >> 13)) * 1274126177
-    h = h ^ (h >> 16)
-    return (h & 0xFFFFFF).astype(np.float64) / float(0x1000000)
+#: Maps sensor-CRS coordinates to ground (VENuS CRS) coordinates (float64 tensors).
+ToGround = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def value_noise(x: np.ndarray, y: np.ndarray, seed: int, scale: float) -> np.ndarray:
-    """Smooth noise in [0, 1] with features of about ``scale`` metres, defined everywhere."""
-    total = np.zeros(np.shape(x))
+def value_noise(x: torch.Tensor, y: torch.Tensor, seed: int, scale: float) -> torch.Tensor:
+    """Smooth noise in [0, 1] with features of about ``scale`` metres, defined everywhere (float64,
+    on the device of ``x``)."""
+    total = torch.zeros_like(x)
     weight = 0.0
     for octave, amp in enumerate((1.0, 0.35)):
         s = scale / 2**octave
         gx, gy = x / s, y / s
-        i0, j0 = np.floor(gx), np.floor(gy)
+        i0, j0 = torch.floor(gx), torch.floor(gy)
         fx, fy = gx - i0, gy - j0
         fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)
-        seed_o = seed + 1013 * octave
-        v00 = _lattice_hash(i0, j0, seed_o)
-        v10 = _lattice_hash(i0 + 1, j0, seed_o)
-        v01 = _lattice_hash(i0, j0 + 1, seed_o)
-        v11 = _lattice_hash(i0 + 1, j0 + 1, seed_o)
+        salt = (seed + 1013 * octave) * 2654435761 % 2**31
+        v00 = hash_uniform(i0, j0, salt)
+        v10 = hash_uniform(i0 + 1, j0, salt)
+        v01 = hash_uniform(i0, j0 + 1, salt)
+        v11 = hash_uniform(i0 + 1, j0 + 1, salt)
         total += amp * ((v00 * (1 - fx) + v10 * fx) * (1 - fy) + (v01 * (1 - fx) + v11 * fx) * fy)
         weight += amp
     return total / weight
@@ -71,19 +66,19 @@ class CloudField:
             return cls(seed, 1.0, -math.inf)
         left, bottom, right, top = bounds
         gx, gy = np.meshgrid(np.linspace(left, right, 96), np.linspace(bottom, top, 96))
-        v = value_noise(gx, gy, seed, cls.scale_m)
+        v = value_noise(torch.from_numpy(gx), torch.from_numpy(gy), seed, cls.scale_m).numpy()
         return cls(seed, fraction, float(np.quantile(v, 1.0 - fraction)))
 
-    def opacity(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def opacity(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(cloud opacity, shadow strength), both in [0, 1], at ground points."""
         if self.threshold == math.inf:
-            zero = np.zeros(np.shape(x))
+            zero = torch.zeros_like(x)
             return zero, zero
         if self.threshold == -math.inf:
-            return np.ones(np.shape(x)), np.zeros(np.shape(x))
-        alpha = np.clip((value_noise(x, y, self.seed, self.scale_m) - self.threshold) / 0.04, 0, 1)
+            return torch.ones_like(x), torch.zeros_like(x)
+        alpha = torch.clamp((value_noise(x, y, self.seed, self.scale_m) - self.threshold) / 0.04, 0, 1)
         sx, sy = self.shadow_offset_m
-        beta = np.clip((value_noise(x - sx, y - sy, self.seed, self.scale_m) - self.threshold) / 0.04, 0, 1)
+        beta = torch.clamp((value_noise(x - sx, y - sy, self.seed, self.scale_m) - self.threshold) / 0.04, 0, 1)
         return alpha, beta * (1 - alpha)
 
 
@@ -106,9 +101,10 @@ class Rendered:
     built: np.ndarray
 
 
+@full_float32
 def render(
     landscape: Landscape,
-    band_values: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    band_values: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     sigmas_m: list[float],
     origin: tuple[float, float],
     res: float,
@@ -117,8 +113,9 @@ def render(
     shift_m: tuple[float, float] = (0.0, 0.0),
     clouds: CloudField | None = None,
     to_ground: ToGround | None = None,
-    strip_rows: int = 128,
+    strip_rows: int | None = None,
     displacement: ToGround | None = None,
+    device: torch.device | str = "cpu",
 ) -> Rendered:
     """Render ``len(sigmas_m)`` bands of a sensor grid.
 
@@ -133,23 +130,29 @@ def render(
         shift_m: geolocation error: the product shows ground position p - shift at position p.
         clouds: the product's clouds (None: clear sky).
         to_ground: sensor CRS -> ground CRS, when they differ.
-        strip_rows: output rows rendered at a time (bounds memory for full-size sites).
+        strip_rows: output rows rendered at a time (bounds memory for full-size sites); None: 128 on
+            the CPU, 512 on a GPU (fewer, larger kernels).
         displacement: a local geolocation error field (x, y) -> (dx, dy) metres: position p shows the
             ground at p - shift - displacement(p) (see :mod:`s2v_gpu.synthetic.distortion`).
+        device: where the landscape is sampled, blurred and integrated (float64 sampling: the same
+            products on every device, up to the last bit of a few pixels).
     """
     nf = int(round(res / step))
     if abs(nf * step - res) > 1e-9:
         raise ValueError(f"resolution {res} is not a multiple of the render step {step}")
+    device = torch.device(device)
+    strip_rows = strip_rows or (512 if device.type == "cuda" else 128)
     h, w = shape
     margin = max(int(math.ceil(4.0 * s / step)) for s in sigmas_m) + 1
-    taps = _psf_taps(sigmas_m, step)
+    taps = _psf_taps(sigmas_m, step).to(device)
     out = Rendered(np.empty((len(sigmas_m), h, w), np.float32), *(np.zeros((h, w), bool) for _ in range(4)))
     x0, y0 = origin
-    cols = x0 + (np.arange(-margin, w * nf + margin) + 0.5) * step
+    f64 = dict(dtype=torch.float64, device=device)
+    cols = x0 + (torch.arange(-margin, w * nf + margin, **f64) + 0.5) * step
     for r0 in range(0, h, strip_rows):
         r1 = min(h, r0 + strip_rows)
-        rows = y0 - (np.arange(r0 * nf - margin, r1 * nf + margin) + 0.5) * step
-        xs, ys = np.meshgrid(cols, rows)
+        rows = y0 - (torch.arange(r0 * nf - margin, r1 * nf + margin, **f64) + 0.5) * step
+        ys, xs = torch.meshgrid(rows, cols, indexing="ij")
         if to_ground is not None:
             xs, ys = to_ground(xs, ys)
         gx, gy = _ground(xs, ys, shift_m, displacement)
@@ -159,15 +162,15 @@ def render(
         blocks = {"margin": margin, "nf": nf, "shape": (r1 - r0, w)}
         out.cloud[r0:r1] = _block(alpha, "max", **blocks) > 0.01
         out.shadow[r0:r1] = _block(beta, "max", **blocks) > 0.01
-        out.water[r0:r1] = _block((cls == WATER).astype(np.float64), "mean", **blocks) > 0.5
-        out.built[r0:r1] = _block((cls == BUILT_UP).astype(np.float64), "mean", **blocks) > 0.5
+        out.water[r0:r1] = _block((cls == WATER).to(torch.float64), "mean", **blocks) > 0.5
+        out.built[r0:r1] = _block((cls == BUILT_UP).to(torch.float64), "mean", **blocks) > 0.5
     # the PSF spreads clouds over neighbouring pixels: flag them too (as MAJA's dilation does)
     out.cloud = _dilate(out.cloud)
     out.shadow = _dilate(out.shadow) & ~out.cloud
     return out
 
 
-def _ground(xs: np.ndarray, ys: np.ndarray, shift_m, displacement) -> tuple[np.ndarray, np.ndarray]:
+def _ground(xs: torch.Tensor, ys: torch.Tensor, shift_m, displacement) -> tuple[torch.Tensor, torch.Tensor]:
     """The ground a product shows at positions (xs, ys): moved by the global shift and the local field."""
     gx, gy = xs - shift_m[0], ys - shift_m[1]
     if displacement is None:
@@ -176,17 +179,17 @@ def _ground(xs: np.ndarray, ys: np.ndarray, shift_m, displacement) -> tuple[np.n
     return gx - ddx, gy - ddy
 
 
-def _block(a: np.ndarray, reduce: str, margin: int, nf: int, shape: tuple[int, int]) -> np.ndarray:
-    """Fine samples (margin cropped) -> one value per pixel: the max or the mean of its block."""
-    t = torch.from_numpy(np.ascontiguousarray(a[margin:-margin, margin:-margin], dtype=np.float64))
-    t = F.max_pool2d(t[None, None], nf) if reduce == "max" else F.avg_pool2d(t[None, None], nf)
-    return t.squeeze().numpy().reshape(shape)
+def _block(a: torch.Tensor, reduce: str, margin: int, nf: int, shape: tuple[int, int]) -> np.ndarray:
+    """Fine samples (margin cropped) -> one value per pixel (host): the max or the mean of its block."""
+    t = a[margin:-margin, margin:-margin].to(torch.float64)[None, None]
+    t = F.max_pool2d(t, nf) if reduce == "max" else F.avg_pool2d(t, nf)
+    return t.squeeze().cpu().numpy().reshape(shape)
 
 
-def _under_clouds(values: np.ndarray, clouds: CloudField | None, gx: np.ndarray, gy: np.ndarray):
+def _under_clouds(values: torch.Tensor, clouds: CloudField | None, gx: torch.Tensor, gy: torch.Tensor):
     """Reflectance seen through the clouds (bright, opacity alpha) and their shadows (darker, beta)."""
     if clouds is None:
-        return values, np.zeros(gx.shape), np.zeros(gx.shape)
+        return values, torch.zeros_like(gx), torch.zeros_like(gx)
     alpha, beta = clouds.opacity(gx, gy)
     values = values * (1 - alpha) + alpha * 0.55
     return values * (1 - 0.65 * beta), alpha, beta
@@ -199,17 +202,17 @@ def _psf_taps(sigmas_m: list[float], step: float) -> torch.Tensor:
     return torch.stack([F.pad(k, ((size - k.numel()) // 2, (size - k.numel()) // 2)) for k in kernels])
 
 
-def _integrate(values: np.ndarray, taps: torch.Tensor, margin: int, nf: int, rows: int, w: int) -> np.ndarray:
-    """Fine samples ``(C, ...)`` -> pixels ``(C, rows, w)``: every band blurred by its PSF in one
+def _integrate(values: torch.Tensor, taps: torch.Tensor, margin: int, nf: int, rows: int, w: int) -> np.ndarray:
+    """Fine samples ``(C, ...)`` -> pixels ``(C, rows, w)`` (host): every band blurred by its PSF in one
     depthwise convolution (channels_last: the fast kernels), the margin left by the valid convolutions
     cropped, then each pixel integrated (mean of its ``nf x nf`` fine samples)."""
     c, size = taps.shape
-    fine = torch.from_numpy(values.astype(np.float32))[None].contiguous(memory_format=torch.channels_last)
+    fine = values.to(torch.float32)[None].contiguous(memory_format=torch.channels_last)
     img = F.conv2d(fine, taps.view(c, 1, 1, -1), groups=c)
     img = F.conv2d(img, taps.view(c, 1, -1, 1), groups=c)
     off = margin - (size - 1) // 2
     img = img[..., off: off + rows * nf, off: off + w * nf]
-    return F.avg_pool2d(img, nf)[0].numpy()
+    return F.avg_pool2d(img, nf)[0].cpu().numpy()
 
 
 def _dilate(mask: np.ndarray, radius: int = 1) -> np.ndarray:
