@@ -60,8 +60,9 @@ def make_pair(size_px: int, cache: Path, device: torch.device) -> tuple[Path, fl
     print(f"generating a {size_px}x{size_px} px synthetic pair into {root} on {device} (once)...", flush=True)
     start = time.perf_counter()
     date = SyntheticDate("2019-06-15", dt_minutes=6.0, shift_m=SHIFT_M, venus_cloud=0.05, s2_cloud=0.05)
-    generate(SyntheticConfig(size_px=size_px, dates=[date], s2_margin_m=400.0, seed=11), root, device)
+    archive = generate(SyntheticConfig(size_px=size_px, dates=[date], s2_margin_m=400.0, seed=11), root, device)
     seconds = time.perf_counter() - start
+    print("  by stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in archive.timings.items()), flush=True)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the pipeline's peak device memory is measured alone
     print(f"generated in {seconds:.1f} s", flush=True)

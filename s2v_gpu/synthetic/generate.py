@@ -11,6 +11,8 @@ import json
 import logging
 import math
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,6 +59,17 @@ class SyntheticArchive:
     truth: dict
     products: list[Path]
     arrays: dict[str, dict[str, ProductArrays]] = field(default_factory=dict)
+    #: seconds spent rendering (the landscape through each sensor, on the device), adding the noise,
+    #: saturation and masks (host) and writing the GeoTIFFs (host threads), over all products
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("render", "finish", "write"), 0.0))
+
+    @contextmanager
+    def timed(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] += time.perf_counter() - start
 
 
 def _corner(shape: tuple[int, int], fraction: float, where: str) -> np.ndarray:
@@ -73,8 +86,12 @@ def _corner(shape: tuple[int, int], fraction: float, where: str) -> np.ndarray:
 
 
 def _quantise(refl: np.ndarray, quant: float, nodata: np.ndarray) -> np.ndarray:
-    dn = np.clip(np.rint(refl * quant), -9999, 32767).astype(np.int16)
-    dn[:, nodata] = -10000
+    """Reflectance ``(C, H, W)`` -> int16 DN, band by band (a full site's bands are gigabytes: no
+    full-size temporaries)."""
+    dn = np.empty(refl.shape, np.int16)
+    for i, band in enumerate(refl):
+        dn[i] = np.clip(np.rint(band * quant), -9999, 32767)
+        dn[i, nodata] = -10000
     return dn
 
 
@@ -83,8 +100,10 @@ def _finish(
     cfg: SyntheticConfig, transform: Affine, epsg: int, sat_dtype,
 ) -> ProductArrays:
     """Noise, saturation, masks and quantisation of a rendered group."""
-    refl = rendered.refl + rng.normal(0.0, cfg.noise_std, rendered.refl.shape).astype(np.float32)
+    refl = rendered.refl  # noised in place, band after band: the stream of one (C, H, W) draw
     shape = refl.shape[1:]
+    for band in refl:
+        band += rng.normal(0.0, cfg.noise_std, shape).astype(np.float32)
     sat = np.zeros(shape, sat_dtype)
     saturated = {}
     for i, b in enumerate(bands):
@@ -246,17 +265,20 @@ def _venus_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, zeni
 
     sigma = mtf_sigma_m(cfg.venus_mtf, 5.0)
     shape = (cfg.size_px, cfg.size_px)
-    rendered = render(landscape, values, [sigma] * len(VENUS_BANDS), tuple(cfg.origin), 5.0, shape,
-                      cfg.render_step_m, clouds=clouds, displacement=field, device=device)
+    with archive.timed("render"):
+        rendered = render(landscape, values, [sigma] * len(VENUS_BANDS), tuple(cfg.origin), 5.0, shape,
+                          cfg.render_step_m, clouds=clouds, displacement=field, device=device)
     nodata = _corner(shape, cfg.venus_edge_fraction, "bottom_right")
     transform = Affine(5.0, 0, cfg.origin[0], 0, -5.0, cfg.origin[1])
-    arrays = _finish(rendered, VENUS_BANDS, VENUS_QUANT, nodata, rng, cfg, transform, cfg.epsg, np.uint16)
+    with archive.timed("finish"):
+        arrays = _finish(rendered, VENUS_BANDS, VENUS_QUANT, nodata, rng, cfg, transform, cfg.epsg, np.uint16)
     archive.arrays[name] = {"XS": arrays}
     spec = ProductSpec(name, "VENUS", "VENUS", when, cfg.site, cfg.epsg, VENUS_QUANT, zenith,
                        100.0 * float(arrays.flags["cloud"].mean()),
                        {"XS": GroupRasters(transform, arrays.bands, arrays.masks)},
                        sre_factor=0.98 if cfg.write_sre else None)
-    return write_product(spec, out_dir, cfg.zip)
+    with archive.timed("write"):
+        return write_product(spec, out_dir, cfg.zip)
 
 
 def _s2_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, gains, offsets, window, to_ground,
@@ -289,19 +311,22 @@ def _s2_product(cfg, d: SyntheticDate, k, name, when, landscape, factor, gains, 
         venus_var = mtf_sigma_m(cfg.venus_mtf, 5.0) ** 2 + 5.0**2 / 12
         sigmas = [math.sqrt(max(mtf_sigma_m(S2_MTF[b], res) ** 2 + venus_var - res**2 / 12, (0.25 * res) ** 2))
                   for b in bands]
-        rendered = render(landscape, values, sigmas, (ulx, uly), res, shape, max(cfg.render_step_m, res / 4),
-                          shift_m=tuple(d.shift_m), clouds=clouds, to_ground=to_ground, device=device)
+        with archive.timed("render"):
+            rendered = render(landscape, values, sigmas, (ulx, uly), res, shape, max(cfg.render_step_m, res / 4),
+                              shift_m=tuple(d.shift_m), clouds=clouds, to_ground=to_ground, device=device)
         moves = band_offsets(cfg.distortion, list(S2_BANDS_ALL), cfg.seed)
         for i, b in enumerate(bands):
             if b in moves:  # the band-to-band registration error of Sentinel-2 (ground truth)
                 rendered.refl[i] = shift_band(rendered.refl[i], moves[b])
         nodata = _corner(shape, 0.1 if d.s2_nodata_corner else 0.0, "top_left")
         transform = Affine(res, 0, ulx, 0, -res, uly)
-        arrays = _finish(rendered, bands, S2_QUANT, nodata, rng, cfg, transform, epsg, np.uint8)
+        with archive.timed("finish"):
+            arrays = _finish(rendered, bands, S2_QUANT, nodata, rng, cfg, transform, epsg, np.uint8)
         archive.arrays[name][group] = arrays
         groups[group] = GroupRasters(transform, arrays.bands, arrays.masks)
     spec = ProductSpec(name, "SENTINEL2", "SENTINEL2A", when, f"T{cfg.tile}", epsg, S2_QUANT,
                        float(rng.uniform(2.0, 10.0)),
                        100.0 * float(archive.arrays[name]["R1"].flags["cloud"].mean()), groups,
                        sre_factor=0.98 if cfg.write_sre else None)
-    return write_product(spec, out_dir, cfg.zip)
+    with archive.timed("write"):
+        return write_product(spec, out_dir, cfg.zip)

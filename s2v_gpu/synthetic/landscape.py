@@ -40,10 +40,19 @@ _SPECTRA = np.array([
 ])
 
 
-def hash_uniform(i: torch.Tensor, j: torch.Tensor, salt: int) -> torch.Tensor:
-    """A stateless hash of integer cell coordinates -> uniform numbers in [0, 1) (float64), so random
-    fields are defined everywhere; integer arithmetic (int64, wrapping), the same on every device."""
-    h = (i.to(torch.int64) * 73856093) ^ (j.to(torch.int64) * 19349663) ^ salt
+#: the hash's multipliers of the two cell coordinates
+HASH_I, HASH_J = 73856093, 19349663
+
+
+def hash_cells(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """A stateless hash of integer cell coordinates, so that random fields are defined everywhere:
+    this salt-free part (int64, wrapping: the same on every device) is shared by the draws of a cell."""
+    return (i.to(torch.int64) * HASH_I) ^ (j.to(torch.int64) * HASH_J)
+
+
+def hash_draw(cells: torch.Tensor, salt: int) -> torch.Tensor:
+    """One uniform draw in [0, 1) (float64) per cell of :func:`hash_cells`, a different one per salt."""
+    h = cells ^ salt
     h = (h ^ (h >> 13)) * 1274126177
     h = h ^ (h >> 16)
     return (h & 0xFFFFFF).to(torch.float64) / float(0x1000000)
@@ -107,8 +116,8 @@ class Landscape:
             for _ in range(max(1, int(round(area_km2 / 25))))
         ]
 
-    def _hash(self, i: torch.Tensor, j: torch.Tensor, k: int) -> torch.Tensor:
-        return hash_uniform(i, j, self._rng_seed + 83492791 * k)
+    def _salt(self, k: int) -> int:
+        return self._rng_seed + 83492791 * k
 
     def fields(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Nearest jittered seed: (cell id i, cell id j, distance to the cell border proxy)."""
@@ -120,8 +129,9 @@ class Landscape:
         for di in (-1, 0, 1):
             for dj in (-1, 0, 1):
                 ii, jj = ci + di, cj + dj
-                sx = (ii + 0.15 + 0.7 * self._hash(ii, jj, 1)) * s
-                sy = (jj + 0.15 + 0.7 * self._hash(ii, jj, 2)) * s
+                cells = hash_cells(ii, jj)
+                sx = (ii + 0.15 + 0.7 * hash_draw(cells, self._salt(1))) * s
+                sy = (jj + 0.15 + 0.7 * hash_draw(cells, self._salt(2))) * s
                 d = torch.hypot(x - sx, y - sy)
                 closer = d < best
                 second = torch.where(closer, best, torch.minimum(second, d))
@@ -176,15 +186,16 @@ class Landscape:
     def _field_classes(self, x: torch.Tensor, y: torch.Tensor):
         """The agricultural background: (cls, key, texture) of the fields, crop rows, crowns, hedges."""
         bi, bj, border = self.fields(x, y)
-        u = self._hash(bi, bj, 3)
+        cells = hash_cells(bi, bj)
+        u = hash_draw(cells, self._salt(3))
         # field classes: crops dominate, then grass, forest, bare soil
         cls = torch.full_like(bi, CLASSES.index("bare_soil"), dtype=torch.int64)
         for bound, name in ((0.80, "forest"), (0.63, "grass"), (0.48, "crop_dry"), (0.30, "crop_green")):
             cls = torch.where(u < bound, CLASSES.index(name), cls)
-        key = self._hash(bi, bj, 4)
+        key = hash_draw(cells, self._salt(4))
         # crop rows: a field-specific orientation and period
-        theta = self._hash(bi, bj, 5) * math.pi
-        period = 18.0 + 20.0 * self._hash(bi, bj, 6)
+        theta = hash_draw(cells, self._salt(5)) * math.pi
+        period = 18.0 + 20.0 * hash_draw(cells, self._salt(6))
         rows = 1.0 + 0.12 * self.texture * torch.sin(
             2 * math.pi * (x * torch.cos(theta) + y * torch.sin(theta)) / period)
         crop = (cls == CLASSES.index("crop_green")) | (cls == CLASSES.index("crop_dry"))
@@ -239,9 +250,10 @@ class Landscape:
         """
         cls, key, texture = self.sample(x, y)
         out = torch.empty((len(spectra),) + tuple(x.shape), dtype=torch.float64, device=x.device)
-        cell = torch.floor(key * 1e6)
+        cells = hash_cells(torch.floor(key * 1e6), torch.zeros_like(key))
         for i, (spectrum, jid) in enumerate(zip(spectra, jitter_ids)):
-            # per-field, per-band jitter (+-8 %) keeps the bands from being collinear
-            jitter = 1.0 + 0.16 * (self._hash(cell, torch.full_like(key, jid), 7) - 0.5)
+            # per-field, per-band jitter (+-8 %) keeps the bands from being collinear; the band's key is
+            # the second cell coordinate, a constant: its hash term folds into the salt
+            jitter = 1.0 + 0.16 * (hash_draw(cells, (jid * HASH_J) ^ self._salt(7)) - 0.5)
             out[i] = torch.as_tensor(spectrum, dtype=torch.float64, device=x.device)[cls] * jitter * texture
         return out, cls

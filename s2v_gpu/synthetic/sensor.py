@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..precision import full_float32
-from .landscape import BUILT_UP, WATER, Landscape, hash_uniform
+from .landscape import BUILT_UP, HASH_I, HASH_J, WATER, Landscape, hash_draw
 
 #: Maps sensor-CRS coordinates to ground (VENuS CRS) coordinates (float64 tensors).
 ToGround = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -35,10 +35,10 @@ def value_noise(x: torch.Tensor, y: torch.Tensor, seed: int, scale: float) -> to
         fx, fy = gx - i0, gy - j0
         fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)
         salt = (seed + 1013 * octave) * 2654435761 % 2**31
-        v00 = hash_uniform(i0, j0, salt)
-        v10 = hash_uniform(i0 + 1, j0, salt)
-        v01 = hash_uniform(i0, j0 + 1, salt)
-        v11 = hash_uniform(i0 + 1, j0 + 1, salt)
+        # the four corners' hashes share their coordinate terms ((i + 1) * a = i * a + a, wrapping too)
+        ia, jb = i0.to(torch.int64) * HASH_I, j0.to(torch.int64) * HASH_J
+        v00, v10 = hash_draw(ia ^ jb, salt), hash_draw((ia + HASH_I) ^ jb, salt)
+        v01, v11 = hash_draw(ia ^ (jb + HASH_J), salt), hash_draw((ia + HASH_I) ^ (jb + HASH_J), salt)
         total += amp * ((v00 * (1 - fx) + v10 * fx) * (1 - fy) + (v01 * (1 - fx) + v11 * fx) * fy)
         weight += amp
     return total / weight
@@ -156,18 +156,24 @@ def render(
         if to_ground is not None:
             xs, ys = to_ground(xs, ys)
         gx, gy = _ground(xs, ys, shift_m, displacement)
-        values, cls = band_values(gx, gy)
-        values, alpha, beta = _under_clouds(values, clouds, gx, gy)
-        out.refl[:, r0:r1] = _integrate(values, taps, margin, nf, r1 - r0, w)
-        blocks = {"margin": margin, "nf": nf, "shape": (r1 - r0, w)}
-        out.cloud[r0:r1] = _block(alpha, "max", **blocks) > 0.01
-        out.shadow[r0:r1] = _block(beta, "max", **blocks) > 0.01
-        out.water[r0:r1] = _block((cls == WATER).to(torch.float64), "mean", **blocks) > 0.5
-        out.built[r0:r1] = _block((cls == BUILT_UP).to(torch.float64), "mean", **blocks) > 0.5
+        _render_strip(out, slice(r0, r1), band_values(gx, gy), clouds, gx, gy, taps, margin, nf)
     # the PSF spreads clouds over neighbouring pixels: flag them too (as MAJA's dilation does)
     out.cloud = _dilate(out.cloud)
     out.shadow = _dilate(out.shadow) & ~out.cloud
     return out
+
+
+def _render_strip(out: Rendered, rows: slice, sampled, clouds, gx, gy, taps, margin: int, nf: int) -> None:
+    """Output rows ``rows`` of ``out`` from the fine samples ``sampled`` = (values, classes) at ground
+    points (gx, gy): clouds, PSF, pixel integration and the per-pixel flags (copied to the host)."""
+    values, cls = sampled
+    values, alpha, beta = _under_clouds(values, clouds, gx, gy)
+    blocks = {"margin": margin, "nf": nf, "shape": (rows.stop - rows.start, out.refl.shape[-1])}
+    out.refl[:, rows] = _integrate(values, taps, margin, nf, *blocks["shape"])
+    out.cloud[rows] = _block(alpha, "max", **blocks) > 0.01
+    out.shadow[rows] = _block(beta, "max", **blocks) > 0.01
+    out.water[rows] = _block((cls == WATER).to(torch.float64), "mean", **blocks) > 0.5
+    out.built[rows] = _block((cls == BUILT_UP).to(torch.float64), "mean", **blocks) > 0.5
 
 
 def _ground(xs: torch.Tensor, ys: torch.Tensor, shift_m, displacement) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ import os
 import shutil
 import xml.etree.ElementTree as ET
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -154,6 +155,22 @@ def _geometry(root: ET.Element, spec: ProductSpec) -> None:
         _sub(a, "AZIMUTH_ANGLE", "100.0", unit="deg")
 
 
+def _sre(dn: np.ndarray, factor: float) -> np.ndarray:
+    return np.where(dn == DEFAULT_NODATA, dn, np.rint(dn * factor)).astype(np.int16)
+
+
+def _raster_jobs(spec: ProductSpec, folder: Path):
+    """``(path, array, transform, epsg[, nodata])`` of every raster of the product."""
+    for group, rasters in spec.groups.items():
+        for b, dn in rasters.bands.items():
+            yield folder / f"{spec.name}_FRE_{b}.tif", dn, rasters.transform, spec.epsg, DEFAULT_NODATA
+            if spec.sre_factor is not None:
+                yield (folder / f"{spec.name}_SRE_{b}.tif", _sre(dn, spec.sre_factor), rasters.transform,
+                       spec.epsg, DEFAULT_NODATA)
+        for kind, arr in rasters.masks.items():
+            yield folder / "MASKS" / f"{spec.name}_{kind}_{group}.tif", arr, rasters.transform, spec.epsg
+
+
 def write_product(spec: ProductSpec, out_dir: Path, as_zip: bool = False) -> Path:
     """Write a product folder (or zip) named ``spec.name`` under ``out_dir``; returns its path.
 
@@ -166,14 +183,10 @@ def write_product(spec: ProductSpec, out_dir: Path, as_zip: bool = False) -> Pat
         shutil.rmtree(tmp)
     (tmp / "MASKS").mkdir(parents=True)
     kinds = ["FRE"] + (["SRE"] if spec.sre_factor is not None else [])
-    for group, rasters in spec.groups.items():
-        for b, dn in rasters.bands.items():
-            _write_tif(tmp / f"{spec.name}_FRE_{b}.tif", dn, rasters.transform, spec.epsg, DEFAULT_NODATA)
-            if spec.sre_factor is not None:
-                sre = np.where(dn == DEFAULT_NODATA, dn, np.rint(dn * spec.sre_factor)).astype(np.int16)
-                _write_tif(tmp / f"{spec.name}_SRE_{b}.tif", sre, rasters.transform, spec.epsg, DEFAULT_NODATA)
-        for kind, arr in rasters.masks.items():
-            _write_tif(tmp / "MASKS" / f"{spec.name}_{kind}_{group}.tif", arr, rasters.transform, spec.epsg)
+    # one file per task: GDAL compresses without the GIL, so a full site's 30 rasters go out in parallel
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for future in [pool.submit(_write_tif, *job) for job in _raster_jobs(spec, tmp)]:
+            future.result()
     (tmp / f"{spec.name}_MTD_ALL.xml").write_bytes(metadata_xml(spec, kinds))
     if as_zip:
         final = out_dir / f"{spec.name}.zip"
