@@ -239,6 +239,8 @@ def method_config(cfg: RunConfig) -> dict:
         method["format"] = str(cfg.format)
     if not cfg.pipeline.swir_20m:
         del method["pipeline"]["swir_20m"]
+    if cfg.pipeline.registration.model != "local":  # only the local model reads it (hashes made before it stay)
+        del method["pipeline"]["registration"]["local_per_patch"]
     return json.loads(json.dumps(method, default=str))
 
 

@@ -184,17 +184,43 @@ DETAIL_COLUMNS = [f.name for f in fields(DetailsRow)]
 #: attributes of the GeoPackages): the residual misregistration of each band group after the
 #: registration (metres, x east / y north: a feature at q in VENuS is at q + (dx, dy) in Sentinel-2),
 #: the texture and RMSE of its measurement, and whether it converged; with the local registration
-#: model, the field applied to the patch on top of the global shift (metres) and whether it was
-#: supported by enough tiles (``local_trusted``; an untrusted patch keeps the global shift).
+#: model, the mean displacement applied to the patch on top of the global shift (metres), whether it
+#: was supported by enough tiles (``local_trusted``; an untrusted patch keeps the global shift) and
+#: the part of the displacement that the patch's own measured translation set (``local_patch_*``, 0
+#: where the field alone was applied).
 RESIDUAL_COLUMNS = ["res10_dx_m", "res10_dy_m", "res20_dx_m", "res20_dy_m", "res10_texture", "res20_texture",
                     "res10_rmse", "res20_rmse", "res10_converged", "res20_converged", "local_dx_m", "local_dy_m",
-                    "local_trusted"]
+                    "local_trusted", "local_patch_dx_m", "local_patch_dy_m"]
 PATCH_COLUMNS = ["pair_id", "patch", "grid_index", *RESIDUAL_COLUMNS]
+#: columns added to ``patches.tsv`` after its first release, at its end: a table written before them
+#: reads with them 0 (what those versions applied) and a resumed folder's table is rewritten with them
+PATCH_COLUMNS_ADDED = ["local_patch_dx_m", "local_patch_dy_m"]
 PATCHES_FILE = "patches.tsv"
 
 
 class TableError(ValueError):
     """An output table is not what the layout writes (format, columns, names)."""
+
+
+def read_patches(site_dir: Path) -> tuple[list[dict], bool]:
+    """The rows of a site folder's ``patches.tsv`` (an append-only table: a line cut by a crash is
+    ignored), and whether its header is the current one (False: written before
+    :data:`PATCH_COLUMNS_ADDED`, which read as 0).
+
+    Raises:
+        TableError: the file is something else.
+    """
+    path = Path(site_dir) / PATCHES_FILE
+    required = PATCH_COLUMNS[: len(PATCH_COLUMNS) - len(PATCH_COLUMNS_ADDED)]
+    rows = read_table(path, required, drop_partial_last_line=True)
+    if not path.exists():
+        return rows, True
+    with path.open(encoding="utf-8", errors="replace") as f:
+        current = f.readline().rstrip("\n").split("\t")[: len(PATCH_COLUMNS)] == PATCH_COLUMNS
+    for row in rows:
+        for column in PATCH_COLUMNS_ADDED:
+            row.setdefault(column, "0")
+    return rows, current
 
 
 def read_table(path: Path, columns: list[str], required: bool = False,

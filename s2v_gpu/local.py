@@ -28,28 +28,68 @@ from .residuals import patch_residuals
 class LocalField:
     """Tile measurements and the field they define (pixels of the 10 m grid).
 
+    The tiles sit on the lattice of ``tile_px`` tiles of the grid (tile (r, c) centred at
+    ``((c + 0.5) t - 0.5, (r + 0.5) t - 0.5)``), so the kernel sums over them are separable
+    convolutions of the lattice (:meth:`on_lattice`), not a (tiles x tiles) matrix: a full site has
+    7,000 tiles.
+
     Attributes:
         centres: ``(K, 2)`` tile centres (x, y) in pixels.
         shifts: ``(K, 2)`` measured residual translation of each tile (x right, y down, pixels).
         weights: ``(K,)`` texture weight of each tile, 0 for rejected tiles.
         sigma_px: the kernel's standard deviation.
+        tile_px: the lattice step.
     """
 
     centres: torch.Tensor
     shifts: torch.Tensor
     weights: torch.Tensor
     sigma_px: float
+    tile_px: int
+
+    def _typical(self) -> torch.Tensor:
+        positive = self.weights > 0
+        return self.weights[positive].median() if positive.any() else torch.ones((), dtype=self.weights.dtype)
 
     def at(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(field (N, 2), support (N,))`` at points ``(N, 2)`` (x, y pixels). ``support`` is the
+        """``(field (N, 2), support (N,))`` at any points ``(N, 2)`` (x, y pixels). ``support`` is the
         kernel weight of the tiles around each point relative to one fully textured tile under the
         kernel's peak: below ~1 the field there rests on too little."""
         d2 = ((points[:, None, :] - self.centres[None]) ** 2).sum(-1)
         k = torch.exp(-d2 / (2 * self.sigma_px**2)) * self.weights[None]
         total = k.sum(1)
         field = (k @ self.shifts) / total.clamp_min(1e-12)[:, None]
-        typical = self.weights[self.weights > 0].median() if (self.weights > 0).any() else torch.ones(())
-        return torch.where(total[:, None] > 0, field, torch.zeros_like(field)), total / typical
+        return torch.where(total[:, None] > 0, field, torch.zeros_like(field)), total / self._typical()
+
+    def on_lattice(self, nh: int, nw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`at` on every node of the ``nh x nw`` tile lattice: ``(field (2, nh, nw), support (nh, nw))``."""
+        rows, cols = lattice_index(self.centres, self.tile_px)
+        inside = (rows < nh) & (cols < nw)
+        w = self.weights * inside
+        grids = torch.zeros((3, nh, nw), dtype=self.shifts.dtype, device=self.shifts.device)
+        grids[:, rows[inside], cols[inside]] = torch.cat([self.shifts * w[:, None], w[:, None]], 1)[inside].T
+        sums = gaussian_sums(grids, self.sigma_px / self.tile_px)
+        total = sums[2]
+        field = torch.where(total > 0, sums[:2] / total.clamp_min(1e-12), torch.zeros_like(sums[:2]))
+        return field, total / self._typical()
+
+
+def lattice_index(centres: torch.Tensor, tile_px: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) on the tile lattice of tile centres ``(K, 2)`` (x, y pixels)."""
+    rc = torch.round((centres + 0.5) / tile_px - 0.5).long()
+    return rc[:, 1], rc[:, 0]
+
+
+def gaussian_sums(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``sum_j exp(-|i - j|^2 / (2 sigma^2)) x_j`` at every node i of ``x`` ``(C, H, W)`` (lattice
+    units; zero beyond the lattice): two 1-D convolutions (the Gaussian is separable), cut where its
+    weight falls below 1e-12."""
+    c = x.shape[0]
+    r = max(1, int(sigma * 7.44) + 1)  # exp(-7.44^2 / 2) < 1e-12
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-(t**2) / (2 * sigma**2))
+    y = F.conv2d(x[None], g.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, r), groups=c)
+    return F.conv2d(y, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(r, 0), groups=c)[0]
 
 
 def tile_measurements(reference: torch.Tensor, moving: torch.Tensor, ref_valid: torch.Tensor,
@@ -80,34 +120,35 @@ def tile_measurements(reference: torch.Tensor, moving: torch.Tensor, ref_valid: 
 
 
 def robust_field(centres: torch.Tensor, shifts: torch.Tensor, texture: torch.Tensor, sigma_px: float,
-                 max_disagreement_px: float) -> LocalField:
-    """The field of the tiles, those that disagree with the field of their neighbours (leave-one-out)
-    by more than ``max_disagreement_px`` rejected (twice: a rejected tile no longer pulls others)."""
+                 max_disagreement_px: float, tile_px: int) -> LocalField:
+    """The field of the tiles (on the ``tile_px`` lattice), those that disagree with the field of their
+    neighbours (leave-one-out) by more than ``max_disagreement_px`` rejected (twice: a rejected tile
+    no longer pulls others)."""
     weights = texture.clamp_min(0)
-    for _ in range(2):
-        if shifts.shape[0] < 2:
-            break
-        d2 = ((centres[:, None] - centres[None]) ** 2).sum(-1)
-        k = torch.exp(-d2 / (2 * sigma_px**2)) * weights[None]
-        k.fill_diagonal_(0)
-        neighbours = (k @ shifts) / k.sum(1).clamp_min(1e-12)[:, None]
-        agree = ((shifts - neighbours).norm(dim=1) <= max_disagreement_px) | (k.sum(1) <= 0)
-        weights = torch.where(agree, texture.clamp_min(0), torch.zeros_like(weights))
-    return LocalField(centres, shifts, weights, sigma_px)
+    if shifts.shape[0] >= 2:
+        rows, cols = lattice_index(centres, tile_px)
+        shape = (int(rows.max()) + 1, int(cols.max()) + 1)
+        for _ in range(2):
+            grids = torch.zeros((3,) + shape, dtype=shifts.dtype, device=shifts.device)
+            grids[:, rows, cols] = torch.cat([shifts * weights[:, None], weights[:, None]], 1).T
+            sums = gaussian_sums(grids, sigma_px / tile_px)[:, rows, cols].T  # (K, 3)
+            # leave one out: the tile's own term (kernel weight 1) taken back out
+            others = sums[:, 2] - weights
+            neighbours = (sums[:, :2] - shifts * weights[:, None]) / others.clamp_min(1e-12)[:, None]
+            agree = ((shifts - neighbours).norm(dim=1) <= max_disagreement_px) | (others <= 1e-12)
+            weights = torch.where(agree, texture.clamp_min(0), torch.zeros_like(weights))
+    return LocalField(centres, shifts, weights, sigma_px, tile_px)
 
 
-def field_image(field: LocalField, h: int, w: int, tile_px: int) -> tuple[torch.Tensor, torch.Tensor]:
+def field_image(field: LocalField, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The field and its support on every pixel of an ``h x w`` grid: evaluated at the tile centres
     (a lattice), then bilinearly interpolated (the field is smooth at the tile scale).
 
     Returns ``(field (2, h, w) pixels, support (h, w))``."""
+    tile_px = field.tile_px
     nh, nw = max(1, h // tile_px), max(1, w // tile_px)
-    ys = (torch.arange(nh, dtype=torch.float64) + 0.5) * tile_px - 0.5
-    xs = (torch.arange(nw, dtype=torch.float64) + 0.5) * tile_px - 0.5
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    pts = torch.stack([xx.flatten(), yy.flatten()], 1).to(field.centres.device)
-    values, support = field.at(pts)
-    lattice = torch.cat([values.T.reshape(2, nh, nw), support.reshape(1, nh, nw)]).float()
+    values, support = field.on_lattice(nh, nw)
+    lattice = torch.cat([values, support[None]]).float()
     # lattice node k sits at (k + 0.5) * tile - 0.5: the centres of a tile_px upsampling
     up = F.interpolate(lattice[None], size=(nh * tile_px, nw * tile_px), mode="bilinear", align_corners=False)[0]
     up = F.pad(up[None], (0, w - nw * tile_px, 0, h - nh * tile_px), mode="replicate")[0]
@@ -129,7 +170,8 @@ def resample_patches(raw: torch.Tensor, raw_valid: torch.Tensor, margin: int, si
         kernel: a kernel of :data:`s2v_gpu.resample.KERNELS` (no prefilter).
 
     Returns:
-        ``(patches (N, C, size, size), valid (N,) bool)``: valid when every tap of every pixel is valid.
+        ``(patches (N, C, size, size), valid (N,) bool)``: valid when every raw pixel in the box that
+        the taps of the patch's pixels span is valid (the box of a smooth field is its footprint).
     """
     nw = (raw.shape[2] - 2 * margin) // size
     r0, c0 = (ids // nw) * size, (ids % nw) * size
@@ -137,16 +179,28 @@ def resample_patches(raw: torch.Tensor, raw_valid: torch.Tensor, margin: int, si
     rr = r0[:, None] + torch.arange(ext, device=raw.device)[None]
     cc = c0[:, None] + torch.arange(ext, device=raw.device)[None]
     windows = raw[:, rr[:, :, None], cc[:, None, :]].permute(1, 0, 2, 3)  # (N, C, ext, ext)
-    invalid = (~raw_valid[rr[:, :, None], cc[:, None, :]]).to(raw.dtype)[:, None]
     disp = disp.clamp(-margin + KERNELS[kernel].reach + 0.5, margin - KERNELS[kernel].reach - 0.5)
-    out = _two_pass(windows, disp, margin, kernel, absolute=False)
-    bad = _two_pass(invalid, disp, margin, kernel, absolute=True)
-    return out, (bad.flatten(1) <= 0).all(1)
+    out = _two_pass(windows, disp, margin, kernel)
+    invalid = ~raw_valid[rr[:, :, None], cc[:, None, :]]  # (N, ext, ext)
+    return out, ~(invalid & _footprint(disp, margin, ext, kernel)).flatten(1).any(1)
 
 
-def _two_pass(x: torch.Tensor, disp: torch.Tensor, margin: int, kernel: str, absolute: bool) -> torch.Tensor:
-    """``(N, C, E, E)`` windows -> ``(N, C, S, S)`` sampled at (i + m + dy, j + m + dx). ``absolute``:
-    sum |weights| != 0 instead (where an invalid pixel reaches)."""
+def _footprint(disp: torch.Tensor, margin: int, ext: int, kernel: str) -> torch.Tensor:
+    """``(N, ext, ext)`` bool: the box of window pixels the taps of a patch's pixels reach."""
+    k = KERNELS[kernel]
+    s = disp.shape[-1]
+    along = torch.arange(s, device=disp.device, dtype=disp.dtype)
+    box = []
+    for pos in (along[None, :] + disp[:, 0], along[:, None] + disp[:, 1]):  # columns (x), then rows (y)
+        lo = torch.floor(pos.flatten(1).amin(1) + margin).long() + min(k.offsets)
+        hi = torch.floor(pos.flatten(1).amax(1) + margin).long() + max(k.offsets)
+        i = torch.arange(ext, device=disp.device)[None]
+        box.append((i >= lo[:, None]) & (i <= hi[:, None]))
+    return box[1][:, :, None] & box[0][:, None, :]
+
+
+def _two_pass(x: torch.Tensor, disp: torch.Tensor, margin: int, kernel: str) -> torch.Tensor:
+    """``(N, C, E, E)`` windows -> ``(N, C, S, S)`` sampled at (i + m + dy, j + m + dx)."""
     k = KERNELS[kernel]
     n, c, e, _ = x.shape
     s = e - 2 * margin
@@ -154,27 +208,23 @@ def _two_pass(x: torch.Tensor, disp: torch.Tensor, margin: int, kernel: str, abs
     rows = (torch.arange(e, device=x.device) - margin).clamp(0, s - 1)
     dx = disp[:, 0][:, rows]  # (N, E, S)
     xpos = torch.arange(s, device=x.device, dtype=disp.dtype)[None, None] + margin + dx
-    tmp = _gather_axis(x, xpos, -1, k, absolute)  # (N, C, E, S)
+    tmp = _gather_axis(x, xpos, -1, k)  # (N, C, E, S)
     ypos = torch.arange(s, device=x.device, dtype=disp.dtype)[None, :, None] + margin + disp[:, 1]  # (N, S, S)
-    return _gather_axis(tmp, ypos, -2, k, absolute)
+    return _gather_axis(tmp, ypos, -2, k)
 
 
-def _gather_axis(x: torch.Tensor, pos: torch.Tensor, dim: int, k, absolute: bool) -> torch.Tensor:
+def _gather_axis(x: torch.Tensor, pos: torch.Tensor, dim: int, k) -> torch.Tensor:
     """Interpolate ``x`` ``(N, C, A, B)`` along ``dim`` at per-sample positions ``pos`` (shaped like the
-    output without C) with the kernel's taps."""
+    output without C) with the kernel's taps (weights in the data's precision: float32 data needs no
+    float64 weights)."""
     base = torch.floor(pos)
-    w = k.weights((pos - base).double())  # (taps, *pos.shape)
+    w = k.weights((pos - base).to(x.dtype))  # (taps, *pos.shape)
     base = base.long()
     size = x.shape[dim]
     out = None
     for j, o in enumerate(k.offsets):
         idx = (base + o).clamp(0, size - 1)[:, None].expand(-1, x.shape[1], *pos.shape[1:])
-        if dim == -1:
-            tap = torch.gather(x, -1, idx)
-        else:
-            tap = torch.gather(x, -2, idx)
-        wj = w[j][:, None].to(x.dtype)
-        term = tap * ((wj != 0).to(x.dtype) if absolute else wj)
+        term = torch.gather(x, dim, idx) * w[j][:, None]
         out = term if out is None else out + term
     return out
 

@@ -370,7 +370,7 @@ def finish_pair(pair: Pair, prep: Prepared, cfg: PipelineConfig, inputs: PairInp
     selected = drop_outliers(pid, cand, prep.w10, cfg.selection)
     lap("select")
     before_local = selected.numel()
-    local, selected = apply_local_field(pid, prep.field, inputs, reg, cand, selected, cfg)
+    local, selected = apply_local_field(pid, prep.field, inputs, reg, cand, selected, cfg, prep.w10)
     lap("local")
     residuals, final = residuals_of(pid, cand, selected, prep.w10, prep.w20, cfg)
     residuals.update({k: v[torch.isin(selected, final).cpu()] for k, v in local.items()})
@@ -391,15 +391,18 @@ def local_field(blue, s2_blue: torch.Tensor, s2_ok: torch.Tensor, inputs: PairIn
     reg.mode = f"{reg.mode}+local"
     reg.extra["local_tiles"] = int(centres.shape[0])
     return robust_field(centres, shifts, texture, sigma_for(rc.local_tile_px, rc.local_smoothing_tiles),
-                        rc.local_max_disagreement_px)
+                        rc.local_max_disagreement_px, rc.local_tile_px)
 
 
 def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates, selected: torch.Tensor,
-                      cfg: PipelineConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                      cfg: PipelineConfig, w10: torch.Tensor | None = None
+                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Each selected patch resampled once from the raw Sentinel-2 at the global shift plus the field,
     pixel by pixel (where the field is supported by enough tiles and within the read margin;
-    elsewhere the patch keeps the global shift and is flagged untrusted). Returns the mean field
-    applied to each patch (metres), its trust flag, and the patches still valid."""
+    elsewhere the patch keeps the global shift and is flagged untrusted), the field's mean over the
+    patch set to the patch's own measured translation where they agree (``local_per_patch``, with
+    ``w10``). Returns the mean field applied to each patch (metres), the per-patch part of it, its
+    trust flag, and the patches still valid."""
     n = selected.numel()
     if field is None:
         # model=local off the VENuS grid: no field was applied, so no patch may claim it was
@@ -410,9 +413,10 @@ def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates
             reg.mode = f"{reg.mode}+local-unavailable"
         zeros = torch.zeros(n, dtype=torch.float64)
         trusted = torch.full((n,), not asked, dtype=torch.bool)
-        return {"local_dx_m": zeros, "local_dy_m": zeros, "local_trusted": trusted}, selected
+        return {"local_dx_m": zeros, "local_dy_m": zeros, "local_patch_dx_m": zeros, "local_patch_dy_m": zeros,
+                "local_trusted": trusted}, selected
     size, rc, ids = cfg.patches.size_5m, cfg.registration, cand.ids[selected]
-    f10, support = field_image(field, inputs.grid.height // 2, inputs.grid.width // 2, rc.local_tile_px)
+    f10, support = field_image(field, inputs.grid.height // 2, inputs.grid.width // 2)
     f10 = take_patches(f10.to(cand.s10.device), size // 2, ids)  # (N, 2, s, s)
     low = take_patches(support[None].to(cand.s10.device), size // 2, ids).flatten(1).mean(1)
     d = torch.tensor(reg.shift_px, dtype=f10.dtype, device=f10.device).view(1, 2, 1, 1)
@@ -421,6 +425,12 @@ def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates
     f10 = f10 * trusted.view(-1, 1, 1, 1)
     k = cfg.shift_kernel
     s10, ok10 = resample_patches(inputs.s10.reflectance, inputs.s10.valid, inputs.margin, size // 2, ids, d + f10, k)
+    own = torch.zeros((n, 2), dtype=f10.dtype, device=f10.device)
+    if rc.local_per_patch and w10 is not None:
+        own = _patch_offsets(s10, apply_linear(cand.v10[selected], w10), trusted, cfg).to(f10.dtype)
+        f10 = f10 + own.view(-1, 2, 1, 1)  # then resampled again from the raw pixels, never twice
+        s10, ok10 = resample_patches(inputs.s10.reflectance, inputs.s10.valid, inputs.margin, size // 2, ids,
+                                     d + f10, k)
     f20 = F.avg_pool2d(f10, 2) / 2
     s20, ok20 = resample_patches(inputs.s20.reflectance, inputs.s20.valid, inputs.margin20, size // 4, ids,
                                  d / 2 + f20, k)
@@ -432,9 +442,23 @@ def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates
         swir, _ = resample_patches(inputs.swir.reflectance, inputs.swir.valid, inputs.margin20, size // 4, ids,
                                    d / 2 + f20, k)
         cand.swir[selected] = swir.to(cand.swir.dtype)
-    mean = f10.mean((2, 3)).double().cpu()
-    out = {"local_dx_m": mean[:, 0] * 10.0, "local_dy_m": -mean[:, 1] * 10.0, "local_trusted": trusted.cpu()}
+    mean, own = to_metres(f10.mean((2, 3)).double().cpu(), 10.0), to_metres(own.double().cpu(), 10.0)
+    out = {"local_dx_m": mean[:, 0], "local_dy_m": mean[:, 1], "local_patch_dx_m": own[:, 0],
+           "local_patch_dy_m": own[:, 1], "local_trusted": trusted.cpu()}
     return {key: value[ok.cpu()] for key, value in out.items()}, selected[ok]
+
+
+def _patch_offsets(s10: torch.Tensor, fitted10: torch.Tensor, trusted: torch.Tensor,
+                   cfg: PipelineConfig) -> torch.Tensor:
+    """``(N, 2)`` pixels added to the field of each patch: the residual translation left by the field
+    (the estimator of step 9, on the resampled 10 m patch and the fitted VENuS), where the
+    measurement converged, the patch is trusted and the residual is at most
+    ``local_max_disagreement_px`` (a cloud or a change the fit did not catch moves a patch's estimate
+    further than that); 0 elsewhere."""
+    m = patch_residuals(s10.to(fitted10.dtype), fitted10, cfg.residual_iterations)
+    offset = m["r"]
+    agree = m["converged"] & trusted & (offset.norm(dim=1) <= cfg.registration.local_max_disagreement_px)
+    return offset * agree[:, None]
 
 
 def residuals_of(pid: str, cand: Candidates, final: torch.Tensor, w10: torch.Tensor, w20: torch.Tensor,

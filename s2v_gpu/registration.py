@@ -118,6 +118,12 @@ class RegistrationConfig:
     local_smoothing_tiles: float = 0.5
     #: local model: a tile further than this (pixels) from the field of its neighbours is rejected
     local_max_disagreement_px: float = 0.5
+    #: local model: each selected patch's own residual translation (10 m, measured after the global
+    #: shift, as step 9 measures it) sets the field's mean over the patch, where the two agree within
+    #: ``local_max_disagreement_px``: the field keeps its shape inside the patch, the patch its
+    #: measured position (canopy and buildings move whole patches by more than a field smooth at the
+    #: 160 m scale follows); elsewhere the field alone is applied
+    local_per_patch: bool = True
     #: local model: below this mean kernel support over a patch (in typical tiles) the patch keeps
     #: the global translation and is flagged untrusted
     local_min_support: float = 0.5

@@ -26,15 +26,13 @@ from rasterio.transform import from_origin
 from .bands import GROUP_10M, GROUP_20M
 from .dataset import patch_geometries
 from .layout import (
-    PATCH_COLUMNS,
-    PATCHES_FILE,
     RESIDUAL_COLUMNS,
     SCALE,
     SWIR_COLUMN,
     V2_DIR,
     pair_id_of_row,
     read_index_rows,
-    read_table,
+    read_patches,
 )
 from .writer import atomic_write, own_subfolder
 
@@ -92,7 +90,7 @@ def export_site_v2(site_dir: Path) -> Path:
     if any(not r.get(SWIR_COLUMN) for r in index):
         raise ValueError(f"{site_dir}: built without Sentinel-2 B11 B12 (pipeline.swir_20m=false); format=v2 needs "
                          "them: rebuild with format=v2")
-    table = read_table(site_dir / PATCHES_FILE, PATCH_COLUMNS, drop_partial_last_line=True)
+    table, _ = read_patches(site_dir)
     residuals = {(r["pair_id"], int(r["patch"])): {c: r[c] for c in RESIDUAL_COLUMNS} for r in table}
     out = own_subfolder(site_dir, V2_DIR)
     zip_name = f"{site_dir.name}.zip"

@@ -63,6 +63,7 @@ from .layout import (
     check_name,
     pair_id_of_row,
     read_index_rows,
+    read_patches,
     read_table,
 )
 
@@ -383,7 +384,7 @@ class SiteWriter:
         try:
             rows = read_index_rows(self.site_dir)
             details = read_table(self.site_dir / DETAILS_FILE, DETAIL_COLUMNS)
-            patches = read_table(self.site_dir / PATCHES_FILE, PATCH_COLUMNS, drop_partial_last_line=True)
+            patches, current_header = read_patches(self.site_dir)
         except (TableError, UnsafeNameError) as exc:
             raise OutputFolderError(f"{exc}; the folder's tables are damaged: choose a new paths.dataset or "
                                     "overwrite=true") from exc
@@ -405,7 +406,7 @@ class SiteWriter:
         self.index_rows = kept
         self.details = {d["pair_id"]: d for d in details if d["pair_id"] in kept_ids}
         kept_patches = [p for p in patches if p["pair_id"] in kept_ids]
-        if len(kept_patches) != len(patches) or not (self.site_dir / PATCHES_FILE).exists():
+        if len(kept_patches) != len(patches) or not current_header or not (self.site_dir / PATCHES_FILE).exists():
             write_tsv(self.site_dir / PATCHES_FILE, kept_patches, PATCH_COLUMNS)
         if len(kept) != len(rows) or len(self.details) != len(details):
             self._write_tables()

@@ -159,3 +159,31 @@ def test_release_files_are_there():
     assert (REPO / "LICENSE").read_text().startswith(" " * 33 + "Apache License")
     assert "doi: 10.3390/data7070096" in (REPO / "CITATION.cff").read_text()
     assert (REPO / "s2v_gpu" / "py.typed").exists()
+
+
+def test_a_folder_written_before_new_patch_columns_resumes_and_reports(corpus, tmp_path):
+    """patches.tsv gained columns (local_patch_dx_m, local_patch_dy_m) after its first release, at its
+    end: a folder written before them (same configuration hash) resumes, its table is rewritten with
+    them (0: what the older version applied), the report and the new pairs' rows follow."""
+    from s2v_gpu.layout import PATCH_COLUMNS, PATCH_COLUMNS_ADDED, pair_id_of_row, read_index_rows, read_patches
+
+    first = _run(corpus, tmp_path)
+    site = tmp_path / "ds" / "SYNTH-1"
+    table = pd.read_csv(site / "patches.tsv", sep="\t", dtype=str)
+    dropped = table["pair_id"].iloc[-1]
+    old = table[table["pair_id"] != dropped].drop(columns=PATCH_COLUMNS_ADDED)
+    old.to_csv(site / "patches.tsv", sep="\t", index=False)  # the older version's table
+    rows, current = read_patches(site)
+    assert not current and {r["local_patch_dx_m"] for r in rows} == {"0"}
+    row = next(r for r in read_index_rows(site) if pair_id_of_row(r) == dropped)
+    (site / row["tensor_10m_b2b3b4b8"]).unlink()  # its pair is redone, its rows appended to the table
+    again = _run(corpus, tmp_path)
+    assert again["written"] == 1 and again["pairs_in_dataset"] == first["pairs_in_dataset"]
+    rows, current = read_patches(site)
+    assert current and (site / "patches.tsv").read_text().splitlines()[0].split("\t") == PATCH_COLUMNS
+    assert {r["pair_id"] for r in rows} == set(table["pair_id"]) and len(rows) == len(table)
+    from s2v_gpu.report import ReportConfig, build_report
+
+    old.to_csv(site / "patches.tsv", sep="\t", index=False)  # a folder the older version left as it was
+    report = build_report(site, ReportConfig(n_patches=2), tmp_path / "report")
+    assert (tmp_path / "report" / "report.html").exists() and "residuals" in report["figures"]

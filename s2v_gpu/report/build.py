@@ -16,10 +16,10 @@ from ..dataset import patch_geometries, read_index
 from ..layout import (
     DETAILS_FILE,
     INDEX_FILE,
-    PATCH_COLUMNS,
     PATCHES_FILE,
     REPORT_DIR,
     RESIDUAL_COLUMNS,
+    read_patches,
     read_table,
 )
 from . import figures as F
@@ -54,7 +54,7 @@ def _patches(entries, index: pd.DataFrame) -> pd.DataFrame:
         pairs = {e.pair_id: e for e in entries if e.folder == folder}
         if not (folder / PATCHES_FILE).exists():
             continue
-        table = pd.DataFrame(read_table(folder / PATCHES_FILE, PATCH_COLUMNS, drop_partial_last_line=True))
+        table = pd.DataFrame(read_patches(folder)[0])
         if not len(table):
             continue
         table = table[table["pair_id"].isin(pairs)].copy()
