@@ -218,7 +218,7 @@ def _gather_axis(x: torch.Tensor, pos: torch.Tensor, dim: int, k) -> torch.Tenso
     output without C) with the kernel's taps (weights in the data's precision: float32 data needs no
     float64 weights)."""
     base = torch.floor(pos)
-    w = k.weights((pos - base).to(x.dtype))  # (taps, *pos.shape)
+    w = k.tabulated((pos - base).to(x.dtype))  # (taps, *pos.shape)
     base = base.long()
     size = x.shape[dim]
     out = None

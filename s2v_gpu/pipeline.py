@@ -424,13 +424,15 @@ def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates
     trusted = (low >= rc.local_min_support) & (f10.flatten(2).abs().amax((1, 2)) / 2 <= room)
     f10 = f10 * trusted.view(-1, 1, 1, 1)
     k = cfg.shift_kernel
-    s10, ok10 = resample_patches(inputs.s10.reflectance, inputs.s10.valid, inputs.margin, size // 2, ids, d + f10, k)
     own = torch.zeros((n, 2), dtype=f10.dtype, device=f10.device)
     if rc.local_per_patch and w10 is not None:
-        own = _patch_offsets(s10, apply_linear(cand.v10[selected], w10), trusted, cfg).to(f10.dtype)
-        f10 = f10 + own.view(-1, 2, 1, 1)  # then resampled again from the raw pixels, never twice
-        s10, ok10 = resample_patches(inputs.s10.reflectance, inputs.s10.valid, inputs.margin, size // 2, ids,
-                                     d + f10, k)
+        # the estimator sums a group's bands, and resampling is linear: the sum of the bands is probed
+        probe, _ = resample_patches(inputs.s10.reflectance.sum(0, keepdim=True), inputs.s10.valid, inputs.margin,
+                                    size // 2, ids, d + f10, k)
+        own = _patch_offsets(probe, apply_linear(cand.v10[selected], w10), trusted, cfg).to(f10.dtype)
+        f10 = f10 + own.view(-1, 2, 1, 1)
+    # every band resampled once from the raw pixels, at the global shift + the field (+ the patch's own)
+    s10, ok10 = resample_patches(inputs.s10.reflectance, inputs.s10.valid, inputs.margin, size // 2, ids, d + f10, k)
     f20 = F.avg_pool2d(f10, 2) / 2
     s20, ok20 = resample_patches(inputs.s20.reflectance, inputs.s20.valid, inputs.margin20, size // 4, ids,
                                  d / 2 + f20, k)
