@@ -106,36 +106,49 @@ def _taps(sigmas_px: list[float], factor: int, device, dtype) -> tuple[torch.Ten
 
 def _masked_blur(image: torch.Tensor, channels: list[int], valid: torch.Tensor, taps: torch.Tensor, factor: int,
                  pad: int, extra: int) -> torch.Tensor:
-    """``blur(x * valid) / blur(valid)`` by horizontal strips of output rows, image and mask in one
-    depthwise convolution (``channels_last``)."""
+    """``blur(x * valid) / blur(valid)`` by horizontal strips of output rows (``channels_last``
+    depthwise convolutions). The mask is blurred from one channel into the C kernels (not copied C
+    times), and once only for all the fully valid strips inside the image (they share it)."""
     b, _, h, w = image.shape
     c, size = taps.shape
     dtype, device = taps.dtype, image.device
-    both = torch.cat([taps, taps])
-    w_h, w_v = both.view(2 * c, 1, 1, size), both.view(2 * c, 1, size, 1)
+    w_h, w_v = taps.view(c, 1, 1, size), taps.view(c, 1, size, 1)
     h_out = h // factor
     out = torch.empty((b, c, h_out, w // factor), device=device, dtype=dtype)
     zero = torch.zeros((), dtype=dtype, device=device)
     # each strip holds the input rows its kernels reach (zeros past the image, i.e. invalid); the
-    # strip buffer is reused, so memory stays bounded on any site size
+    # strip buffers are reused, so memory stays bounded on any site size
     step = max(1, STRIP_ROWS.get(device.type, STRIP_ROWS["cpu"]) // factor)
-    # channels 0..C-1: the masked image; C..2C-1: the mask, blurred with each channel's kernel
-    z = torch.empty((b, 2 * c, step * factor + 2 * pad + extra, w), device=device, dtype=dtype,
-                    memory_format=torch.channels_last)
+    rows = step * factor + 2 * pad + extra
+    z = torch.empty((b, c, rows, w), device=device, dtype=dtype, memory_format=torch.channels_last)
+    m = torch.empty((b, 1, rows, w), device=device, dtype=dtype)
+
+    def blur(x: torch.Tensor, groups: int) -> torch.Tensor:
+        x = F.pad(x, (0, extra)) if extra else x  # an odd factor with an even kernel: one more column
+        x = F.conv2d(x, w_h, stride=(1, factor), padding=(0, pad), groups=groups)
+        return F.conv2d(x, w_v, stride=(factor, 1), groups=c)
+
+    shared_den = None
     for o0 in range(0, h_out, step):
         o1 = min(h_out, o0 + step)
         r0, r1 = o0 * factor - pad, o1 * factor + pad + extra
         a0, a1 = max(r0, 0), min(r1, h)
-        zs = z[:, :, : r1 - r0]
+        zs, ms, vs = z[:, :, : r1 - r0], m[:, :, : r1 - r0], valid[:, :, a0:a1]
+        whole = (a0, a1, o1 - o0) == (r0, r1, step) and bool(vs.all())  # inside the image, all valid
         zs[:, :, : a0 - r0] = 0
         zs[:, :, a1 - r0:] = 0
         for k, i in enumerate(channels):
-            torch.mul(image[:, i, a0:a1], valid[:, 0, a0:a1], out=zs[:, k, a0 - r0:a1 - r0])
-        zs[:, c:, a0 - r0:a1 - r0] = valid[:, :, a0:a1]
-        if extra:  # an odd factor with an even kernel (or the reverse): one more column on the right
-            zs = F.pad(zs, (0, extra))
-        y = F.conv2d(zs, w_h, stride=(1, factor), padding=(0, pad), groups=2 * c)
-        y = F.conv2d(y, w_v, stride=(factor, 1), groups=2 * c)
-        num, den = y[:, :c], y[:, c:]
+            if whole:
+                zs[:, k].copy_(image[:, i, a0:a1])
+            else:
+                torch.mul(image[:, i, a0:a1], vs[:, 0], out=zs[:, k, a0 - r0:a1 - r0])
+        num = blur(zs, c)
+        if not whole or shared_den is None:
+            ms.zero_()
+            ms[:, :, a0 - r0:a1 - r0] = vs
+            den = blur(ms, 1)
+            shared_den = den if whole else shared_den
+        else:
+            den = shared_den
         out[:, :, o0:o1] = torch.where(den > 1e-6, num / den.clamp_min(1e-6), zero)
     return out
