@@ -168,3 +168,15 @@ def test_cuda_generator_writes_the_cpu_products(tmp_path):
                     if kind == "bands":
                         assert diff.max() <= 1, (name, band)
                     assert (diff > 0).mean() <= 1e-3, (name, group, kind, band, (diff > 0).mean())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_generator_refuses_a_device_it_does_not_have(tmp_path):
+    import subprocess
+    import sys
+
+    for device, fragment in (("cuda", "no CUDA device here"), ("banana", "--device banana")):
+        p = subprocess.run([sys.executable, "-m", "s2v_gpu.synthetic", str(tmp_path / "out"), "--device", device],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and fragment in p.stderr.splitlines()[-1], p.stderr
+    assert not (tmp_path / "out").exists()

@@ -11,6 +11,8 @@ import logging
 import sys
 import time
 
+import torch
+
 from .config import preset
 from .generate import generate
 
@@ -27,13 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu",
                         help="where the landscape is rendered (cpu, cuda: same products, a full site in seconds)")
     args = parser.parse_args(argv)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        parser.error(f"--device {args.device}: {exc}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device here")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {"zip": args.zip, "seed": args.seed}
     for key, value in (("size_px", args.size_px), ("site", args.site), ("s2_epsg", args.s2_epsg)):
         if value is not None:
             overrides[key] = value
     start = time.perf_counter()
-    archive = generate(preset(args.preset, **overrides), args.out, args.device)
+    archive = generate(preset(args.preset, **overrides), args.out, device)
     logging.getLogger("s2v_gpu.synthetic").info(
         "%d products written to %s in %.1f s", len(archive.products), archive.root, time.perf_counter() - start
     )
