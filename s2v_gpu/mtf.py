@@ -106,13 +106,13 @@ def _taps(sigmas_px: list[float], factor: int, device, dtype) -> tuple[torch.Ten
 
 def _masked_blur(image: torch.Tensor, channels: list[int], valid: torch.Tensor, taps: torch.Tensor, factor: int,
                  pad: int, extra: int) -> torch.Tensor:
-    """``blur(x * valid) / blur(valid)`` by horizontal strips of output rows (``channels_last``
-    depthwise convolutions). The mask is blurred from one channel into the C kernels (not copied C
-    times), and once only for all the fully valid strips inside the image (they share it)."""
+    """``blur(x * valid) / blur(valid)`` by horizontal strips of output rows, image and mask in one
+    depthwise convolution (``channels_last``); the fully valid strips inside the image blur the image
+    alone and share one blurred mask."""
     b, _, h, w = image.shape
     c, size = taps.shape
     dtype, device = taps.dtype, image.device
-    w_h, w_v = taps.view(c, 1, 1, size), taps.view(c, 1, size, 1)
+    both = torch.cat([taps, taps])
     h_out = h // factor
     out = torch.empty((b, c, h_out, w // factor), device=device, dtype=dtype)
     zero = torch.zeros((), dtype=dtype, device=device)
@@ -120,35 +120,32 @@ def _masked_blur(image: torch.Tensor, channels: list[int], valid: torch.Tensor, 
     # strip buffers are reused, so memory stays bounded on any site size
     step = max(1, STRIP_ROWS.get(device.type, STRIP_ROWS["cpu"]) // factor)
     rows = step * factor + 2 * pad + extra
-    z = torch.empty((b, c, rows, w), device=device, dtype=dtype, memory_format=torch.channels_last)
-    m = torch.empty((b, 1, rows, w), device=device, dtype=dtype)
+    # channels 0..C-1: the masked image; C..2C-1: the mask, blurred with each channel's kernel
+    z = {n: torch.empty((b, n * c, rows, w), device=device, dtype=dtype, memory_format=torch.channels_last)
+         for n in (1, 2)}
 
-    def blur(x: torch.Tensor, groups: int) -> torch.Tensor:
+    def blur(x: torch.Tensor, n: int) -> torch.Tensor:
         x = F.pad(x, (0, extra)) if extra else x  # an odd factor with an even kernel: one more column
-        x = F.conv2d(x, w_h, stride=(1, factor), padding=(0, pad), groups=groups)
-        return F.conv2d(x, w_v, stride=(factor, 1), groups=c)
+        x = F.conv2d(x, both[: n * c].view(n * c, 1, 1, size), stride=(1, factor), padding=(0, pad), groups=n * c)
+        return F.conv2d(x, both[: n * c].view(n * c, 1, size, 1), stride=(factor, 1), groups=n * c)
 
     shared_den = None
     for o0 in range(0, h_out, step):
         o1 = min(h_out, o0 + step)
         r0, r1 = o0 * factor - pad, o1 * factor + pad + extra
         a0, a1 = max(r0, 0), min(r1, h)
-        zs, ms, vs = z[:, :, : r1 - r0], m[:, :, : r1 - r0], valid[:, :, a0:a1]
+        vs = valid[:, :, a0:a1]
         whole = (a0, a1, o1 - o0) == (r0, r1, step) and bool(vs.all())  # inside the image, all valid
+        n = 1 if whole and shared_den is not None else 2
+        zs = z[n][:, :, : r1 - r0]
         zs[:, :, : a0 - r0] = 0
         zs[:, :, a1 - r0:] = 0
         for k, i in enumerate(channels):
-            if whole:
-                zs[:, k].copy_(image[:, i, a0:a1])
-            else:
-                torch.mul(image[:, i, a0:a1], vs[:, 0], out=zs[:, k, a0 - r0:a1 - r0])
-        num = blur(zs, c)
-        if not whole or shared_den is None:
-            ms.zero_()
-            ms[:, :, a0 - r0:a1 - r0] = vs
-            den = blur(ms, 1)
-            shared_den = den if whole else shared_den
-        else:
-            den = shared_den
+            torch.mul(image[:, i, a0:a1], vs[:, 0], out=zs[:, k, a0 - r0:a1 - r0])
+        if n == 2:
+            zs[:, c:, a0 - r0:a1 - r0] = vs
+        y = blur(zs, n)
+        num, den = (y, shared_den) if n == 1 else (y[:, :c], y[:, c:])
+        shared_den = den if whole else shared_den
         out[:, :, o0:o1] = torch.where(den > 1e-6, num / den.clamp_min(1e-6), zero)
     return out
