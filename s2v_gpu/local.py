@@ -175,12 +175,14 @@ def resample_patches(raw: torch.Tensor, raw_valid: torch.Tensor, margin: int, si
     """
     nw = (raw.shape[2] - 2 * margin) // size
     r0, c0 = (ids // nw) * size, (ids % nw) * size
+    k = KERNELS[kernel]
+    disp = disp.clamp(-margin + k.reach + 0.5, margin - k.reach - 0.5)
+    chunks = [_resample_chunk(raw, r0[i:i + PATCH_CHUNK], c0[i:i + PATCH_CHUNK], disp[i:i + PATCH_CHUNK], margin, k)
+              for i in range(0, ids.numel(), PATCH_CHUNK)]
+    out = torch.cat(chunks) if chunks else raw.new_zeros((0, raw.shape[0], size, size))
     ext = size + 2 * margin
     rr = r0[:, None] + torch.arange(ext, device=raw.device)[None]
     cc = c0[:, None] + torch.arange(ext, device=raw.device)[None]
-    windows = raw[:, rr[:, :, None], cc[:, None, :]].permute(1, 0, 2, 3)  # (N, C, ext, ext)
-    disp = disp.clamp(-margin + KERNELS[kernel].reach + 0.5, margin - KERNELS[kernel].reach - 0.5)
-    out = _two_pass(windows, disp, margin, kernel)
     invalid = ~raw_valid[rr[:, :, None], cc[:, None, :]]  # (N, ext, ext)
     return out, ~(invalid & _footprint(disp, margin, ext, kernel)).flatten(1).any(1)
 
@@ -199,33 +201,39 @@ def _footprint(disp: torch.Tensor, margin: int, ext: int, kernel: str) -> torch.
     return box[1][:, :, None] & box[0][:, None, :]
 
 
-def _two_pass(x: torch.Tensor, disp: torch.Tensor, margin: int, kernel: str) -> torch.Tensor:
-    """``(N, C, E, E)`` windows -> ``(N, C, S, S)`` sampled at (i + m + dy, j + m + dx)."""
-    k = KERNELS[kernel]
-    n, c, e, _ = x.shape
-    s = e - 2 * margin
-    # pass 1, along x, on every window row (the x displacement of the output row it will feed)
-    rows = (torch.arange(e, device=x.device) - margin).clamp(0, s - 1)
-    dx = disp[:, 0][:, rows]  # (N, E, S)
-    xpos = torch.arange(s, device=x.device, dtype=disp.dtype)[None, None] + margin + dx
-    tmp = _gather_axis(x, xpos, -1, k)  # (N, C, E, S)
-    ypos = torch.arange(s, device=x.device, dtype=disp.dtype)[None, :, None] + margin + disp[:, 1]  # (N, S, S)
-    return _gather_axis(tmp, ypos, -2, k)
+#: patches resampled together (bounds the memory of the scattered weights: ~50 MB per 64 patches of 128 px)
+PATCH_CHUNK = 64
 
 
-def _gather_axis(x: torch.Tensor, pos: torch.Tensor, dim: int, k) -> torch.Tensor:
-    """Interpolate ``x`` ``(N, C, A, B)`` along ``dim`` at per-sample positions ``pos`` (shaped like the
-    output without C) with the kernel's taps (weights in the data's precision: float32 data needs no
-    float64 weights)."""
-    base = torch.floor(pos)
-    w = k.tabulated((pos - base).to(x.dtype))  # (taps, *pos.shape)
-    base = base.long()
-    size = x.shape[dim]
+def _resample_chunk(raw: torch.Tensor, r0: torch.Tensor, c0: torch.Tensor, disp: torch.Tensor, margin: int,
+                    k) -> torch.Tensor:
+    """The patches at grid rows/columns ``r0``, ``c0`` ``(n,)`` sampled at ``p + disp(p)``: each patch's
+    window is read from its whole-pixel displacement (the floor of its smallest one), so that every
+    tap of every pixel is a plain slice of the window, weighted per pixel."""
+    s, dev = disp.shape[-1], raw.device
+    lo = torch.floor(disp.flatten(2).amin(2)).long()  # (n, 2): x, y
+    t = disp - lo[:, :, None, None].to(disp.dtype)  # >= 0: the displacement beyond the window's start
+    span = int(t.max().floor()) + len(k.offsets)  # slices per pass
+    start = margin + k.offsets[0] + lo  # window start in the raw, relative to the patch's corner
+    rr = r0[:, None] + start[:, 1:2] + torch.arange(s + span - 1, device=dev)[None]
+    cc = c0[:, None] + start[:, 0:1] + torch.arange(s + span - 1, device=dev)[None]
+    win = raw[:, rr[:, :, None], cc[:, None, :]].permute(1, 0, 2, 3)  # (n, C, L, L)
+    # pass 1, along x, on every window row (the x displacement of the output row it feeds, about)
+    rows = (torch.arange(win.shape[2], device=dev) + k.offsets[0]).clamp(0, s - 1)
+    tmp = _slide_axis(win, t[:, 0][:, rows], -1, span, k)  # (n, C, L, s)
+    return _slide_axis(tmp, t[:, 1], -2, span, k)
+
+
+def _slide_axis(x: torch.Tensor, t: torch.Tensor, dim: int, span: int, k) -> torch.Tensor:
+    """``x`` ``(n, C, A, B)`` interpolated along ``dim``: output i reads x[i + floor(t) + j] with the
+    kernel's j-th weight for the fraction of ``t`` (``(n, *out)``, >= 0), as ``span`` slices."""
+    w = k.spread(t.to(x.dtype), span).movedim(-1, 0).contiguous()  # (span, n, *out)
+    n_out = t.shape[-1] if dim == -1 else t.shape[-2]
     out = None
-    for j, o in enumerate(k.offsets):
-        idx = (base + o).clamp(0, size - 1)[:, None].expand(-1, x.shape[1], *pos.shape[1:])
-        term = torch.gather(x, dim, idx) * w[j][:, None]
-        out = term if out is None else out + term
+    for j in range(span):
+        piece = x[..., j:j + n_out] if dim == -1 else x[:, :, j:j + n_out]
+        term = piece * w[j][:, None]
+        out = term if out is None else out.add_(term)
     return out
 
 

@@ -41,18 +41,19 @@ class Kernel:
     derivative: Callable[[torch.Tensor], torch.Tensor]
     prefilter: tuple[float, ...] | None = None
 
-    def tabulated(self, t: torch.Tensor) -> torch.Tensor:
-        """:attr:`weights` for float32 fractions ``t`` (``(taps, *t.shape)``), read from a table of
-        :data:`WEIGHT_TABLE_STEPS` fractions and interpolated linearly: 1e-7 from the exact weights
-        (below float32's resolution) at a fraction of the trigonometry's cost. Other dtypes: exact."""
+    def spread(self, t: torch.Tensor, span: int) -> torch.Tensor:
+        """``(*t.shape, span)``: for positions ``t`` >= 0 past a window's start, the weight of window
+        sample j (0 <= j < span), i.e. the kernel's taps placed at ``floor(t) + offset - offsets[0]``
+        (``floor(t) + len(offsets) <= span``). float32: read from a table of :data:`SPREAD_STEPS`
+        fractions per whole part (the position rounded to 1/16384 px, unbiased; a fraction of the
+        trigonometry's cost); other dtypes: exact."""
+        whole = torch.floor(t)
         if t.dtype != torch.float32:
-            return self.weights(t)
-        table = _weight_table(self, t.device)  # (steps + 1, taps)
-        x = t * WEIGHT_TABLE_STEPS
-        i = x.floor().clamp_(0, WEIGHT_TABLE_STEPS - 1)
-        a = (x - i).unsqueeze(-1)
-        i = i.long()
-        return torch.lerp(table[i], table[i + 1], a).movedim(-1, 0)
+            w = self.weights(t - whole).movedim(0, -1)  # (*t.shape, taps)
+            out = torch.zeros(tuple(t.shape) + (span,), dtype=t.dtype, device=t.device)
+            return out.scatter_(-1, whole.long()[..., None] + torch.arange(len(self.offsets), device=t.device), w)
+        row = whole.long() * (SPREAD_STEPS + 1) + ((t - whole) * SPREAD_STEPS).round().long()
+        return _spread_table(self, span, t.device)[row]
 
     @property
     def reach(self) -> int:
@@ -61,15 +62,21 @@ class Kernel:
         return max(-self.offsets[0], self.offsets[-1]) + (len(self.prefilter) // 2 if self.prefilter else 0)
 
 
-#: fractions tabulated by :meth:`Kernel.tabulated` (the linear interpolation's error is about
-#: max|w''| / (8 steps^2): 7e-8 for Lanczos-4)
-WEIGHT_TABLE_STEPS = 4096
+#: fractions per pixel tabulated by :meth:`Kernel.spread` for float32 positions
+SPREAD_STEPS = 16384
 
 
 @functools.lru_cache(maxsize=16)
-def _weight_table(kernel: Kernel, device: torch.device) -> torch.Tensor:
-    t = torch.arange(WEIGHT_TABLE_STEPS + 1, dtype=torch.float64) / WEIGHT_TABLE_STEPS
-    return kernel.weights(t).T.contiguous().to(device, torch.float32)
+def _spread_table(kernel: Kernel, span: int, device: torch.device) -> torch.Tensor:
+    """``((span - taps + 1) * (steps + 1), span)``: row ``whole * (steps + 1) + step`` holds the taps
+    of the fraction ``step / steps`` placed from sample ``whole``."""
+    taps = len(kernel.offsets)
+    t = torch.arange(SPREAD_STEPS + 1, dtype=torch.float64) / SPREAD_STEPS
+    w = kernel.weights(t).T  # (steps + 1, taps)
+    table = torch.zeros(span - taps + 1, SPREAD_STEPS + 1, span, dtype=torch.float64)
+    for whole in range(span - taps + 1):
+        table[whole, :, whole:whole + taps] = w
+    return table.reshape(-1, span).to(device, torch.float32)
 
 
 def sample_at(
