@@ -278,11 +278,10 @@ def draw_patches(cand: Candidates, sc: SelectionConfig, gen: torch.Generator) ->
                       cand.v20[chosen], None if cand.swir is None else cand.swir[chosen])
 
 
-def drop_outliers(pid: str, cand: Candidates, w10: torch.Tensor, sc: SelectionConfig) -> torch.Tensor:
-    """Positions of the drawn candidates whose RMSE(S2 10 m, fitted VENuS at 10 m) is at most
-    ``outlier_rmse``."""
-    # the fit is linear and the normalised blur preserves constants: blur(W v) = W blur(v)
-    rmse = patch_rmse(apply_linear(cand.v10, w10), cand.s10)
+def drop_outliers(pid: str, cand: Candidates, fitted10: torch.Tensor, sc: SelectionConfig) -> torch.Tensor:
+    """Positions of the drawn candidates whose RMSE(S2 10 m, fitted VENuS at 10 m ``fitted10``) is at
+    most ``outlier_rmse``."""
+    rmse = patch_rmse(fitted10, cand.s10)
     final = torch.nonzero(rmse <= sc.outlier_rmse).flatten()
     if final.numel() == 0:
         raise PairSkipped(f"{pid}: every selected patch is an outlier (RMSE > {sc.outlier_rmse})")
@@ -367,12 +366,15 @@ def finish_pair(pair: Pair, prep: Prepared, cfg: PipelineConfig, inputs: PairInp
     misregistration of each kept patch, and the pair's result."""
     pid, cand, reg = pair.pair_id, prep.cand, prep.reg
     lap = _Laps(cand.s10.device, prep.timings)
-    selected = drop_outliers(pid, cand, prep.w10, cfg.selection)
+    # VENuS at 10 m fitted once for the outlier test, the per-patch offsets and the residuals (the fit
+    # is linear and the normalised blur preserves constants: blur(W v) = W blur(v))
+    fitted10 = apply_linear(cand.v10, prep.w10)
+    selected = drop_outliers(pid, cand, fitted10, cfg.selection)
     lap("select")
     before_local = selected.numel()
-    local, selected = apply_local_field(pid, prep.field, inputs, reg, cand, selected, cfg, prep.w10)
+    local, selected = apply_local_field(pid, prep.field, inputs, reg, cand, selected, cfg, fitted10)
     lap("local")
-    residuals, final = residuals_of(pid, cand, selected, prep.w10, prep.w20, cfg)
+    residuals, final = residuals_of(pid, cand, selected, fitted10, prep.w20, cfg)
     residuals.update({k: v[torch.isin(selected, final).cpu()] for k, v in local.items()})
     reg.extra["dropped_local"] = before_local - selected.numel()
     lap("residuals")
@@ -395,14 +397,14 @@ def local_field(blue, s2_blue: torch.Tensor, s2_ok: torch.Tensor, inputs: PairIn
 
 
 def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates, selected: torch.Tensor,
-                      cfg: PipelineConfig, w10: torch.Tensor | None = None
+                      cfg: PipelineConfig, fitted10: torch.Tensor | None = None
                       ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Each selected patch resampled once from the raw Sentinel-2 at the global shift plus the field,
     pixel by pixel (where the field is supported by enough tiles and within the read margin;
     elsewhere the patch keeps the global shift and is flagged untrusted), the field's mean over the
-    patch set to the patch's own measured translation where they agree (``local_per_patch``, with
-    ``w10``). Returns the mean field applied to each patch (metres), the per-patch part of it, its
-    trust flag, and the patches still valid."""
+    patch set to the patch's own measured translation where they agree (``local_per_patch``, against
+    ``fitted10``, the fitted VENuS at 10 m of every candidate). Returns the mean field applied to
+    each patch (metres), the per-patch part of it, its trust flag, and the patches still valid."""
     n = selected.numel()
     if field is None:
         # model=local off the VENuS grid: no field was applied, so no patch may claim it was
@@ -425,11 +427,11 @@ def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates
     f10 = f10 * trusted.view(-1, 1, 1, 1)
     k = cfg.shift_kernel
     own = torch.zeros((n, 2), dtype=f10.dtype, device=f10.device)
-    if rc.local_per_patch and w10 is not None:
+    if rc.local_per_patch and fitted10 is not None:
         # the estimator sums a group's bands, and resampling is linear: the sum of the bands is probed
         probe, _ = resample_patches(inputs.s10.reflectance.sum(0, keepdim=True), inputs.s10.valid, inputs.margin,
                                     size // 2, ids, d + f10, k)
-        own = _patch_offsets(probe, apply_linear(cand.v10[selected], w10), trusted, cfg).to(f10.dtype)
+        own = _patch_offsets(probe, fitted10[selected], trusted, cfg).to(f10.dtype)
         f10 = f10 + own.view(-1, 2, 1, 1)
     # every band resampled once from the raw pixels, at the global shift + the field (+ the patch's own)
     s10, ok10 = resample_patches(inputs.s10.reflectance, inputs.s10.valid, inputs.margin, size // 2, ids, d + f10, k)
@@ -463,13 +465,15 @@ def _patch_offsets(s10: torch.Tensor, fitted10: torch.Tensor, trusted: torch.Ten
     return offset * agree[:, None]
 
 
-def residuals_of(pid: str, cand: Candidates, final: torch.Tensor, w10: torch.Tensor, w20: torch.Tensor,
+def residuals_of(pid: str, cand: Candidates, final: torch.Tensor, fitted10: torch.Tensor, w20: torch.Tensor,
                  cfg: PipelineConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The residual misregistration of each selected patch (both groups, metres, see
     :mod:`s2v_gpu.residuals`), and the patches kept by ``selection.max_residual_m`` (0: all)."""
     out = {}
-    for name, s, v, w, res in (("res10", cand.s10, cand.v10, w10, 10.0), ("res20", cand.s20, cand.v20, w20, 20.0)):
-        m = patch_residuals(s[final], apply_linear(v[final], w), cfg.residual_iterations)
+    groups = (("res10", cand.s10[final], fitted10[final], 10.0),
+              ("res20", cand.s20[final], apply_linear(cand.v20[final], w20), 20.0))
+    for name, s, fitted, res in groups:
+        m = patch_residuals(s, fitted, cfg.residual_iterations)
         metres = to_metres(m["r"], res)
         out.update({f"{name}_dx_m": metres[:, 0], f"{name}_dy_m": metres[:, 1], f"{name}_texture": m["texture"],
                     f"{name}_rmse": m["rmse"], f"{name}_converged": m["converged"]})
