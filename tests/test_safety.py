@@ -85,13 +85,16 @@ def test_hostile_product_writes_nothing_outside_the_dataset(corpus, tmp_path):
     assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["SYNTH-1"]
 
 
-def test_symlinked_site_folder_is_refused(corpus, tmp_path):
+@pytest.mark.parametrize("name, extra", [("SYNTH-1", ()), (".s2v_cache", ("cache=on",))])
+def test_a_planted_link_for_a_folder_we_write_is_refused(corpus, tmp_path, name, extra):
+    """A symbolic link where the run would make the site folder or its cache: refused before any
+    write, its target untouched."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (tmp_path / "ds").mkdir()
-    (tmp_path / "ds" / "SYNTH-1").symlink_to(elsewhere)
+    (tmp_path / "ds" / name).symlink_to(elsewhere)
     with pytest.raises(OutputFolderError, match="symbolic link"):
-        _run(corpus, tmp_path)
+        _run(corpus, tmp_path, *extra)
     assert not any(elsewhere.iterdir())
 
 
@@ -109,16 +112,6 @@ def test_planted_links_in_our_subfolders_send_nothing_outside(corpus, tmp_path, 
     assert not any(victim.iterdir())
     error = {"report": "report_error", "stac": "stac_error", "v2": "v2_error"}[name]
     assert "symbolic link" in summary[error]
-
-
-def test_a_planted_cache_link_is_refused(corpus, tmp_path):
-    victim = tmp_path / "victim"
-    victim.mkdir()
-    (tmp_path / "ds").mkdir()
-    (tmp_path / "ds" / ".s2v_cache").symlink_to(victim)
-    with pytest.raises(OutputFolderError, match="symbolic link"):
-        _run(corpus, tmp_path, "cache=on")
-    assert not any(victim.iterdir())
 
 
 # ------------------------------------------------------------------------------------- ownership
