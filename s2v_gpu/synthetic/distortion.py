@@ -148,6 +148,7 @@ def _cover_height(landscape: Landscape, x: np.ndarray, y: np.ndarray, cfg: Disto
     for ox in offsets:
         for oy in offsets:
             cls, _, _ = landscape.sample(xt + ox, yt + oy)
-            total += torch.where(cls == FOREST, cfg.canopy_height_m, 0.0)
-            total += torch.where(cls == BUILT_UP, cfg.building_height_m, 0.0)
+            # float64 throughout, as the numpy version (a where() of two Python floats is float32)
+            total += (cls == FOREST).to(total.dtype) * cfg.canopy_height_m
+            total += (cls == BUILT_UP).to(total.dtype) * cfg.building_height_m
     return (total / offsets.size**2).cpu().numpy()
