@@ -102,19 +102,94 @@ def read_on_grid(
 ) -> BandStack:
     """Read bands of one resolution group onto ``target`` (any CRS), reading only what is needed.
 
-    Aligned grids are read directly; otherwise the target pixel centres are mapped into the product
-    CRS (exactly on a coarse lattice every ``coarse_step`` pixels, bilinearly in between: UTM to UTM
-    is smooth to far below a millimetre at that scale) and resampled with :func:`sample_at` and
-    ``kernel``.
+    Aligned grids are read directly; otherwise the product's own pixels around ``target`` are read
+    (:func:`source_window`) and resampled once at the target pixel centres with ``kernel``.
 
     Returns:
         A :class:`BandStack` on ``target``: ``reflectance`` ``(C, H, W)``, ``valid`` ``(H, W)``.
     """
-    group = product.group_of(bands[0])
-    src = product.grid(group)
-    if is_aligned(src, target):
+    if is_aligned(product.grid(product.group_of(bands[0])), target):
         return product.read(bands, target.bounds, kind=kind, masks=masks, device=device)
+    return source_window(product, bands, target, kind=kind, masks=masks, device=device, coarse_step=coarse_step,
+                         kernel=kernel).sample(kernel)
 
+
+@dataclass
+class SourceWindow:
+    """A product's own pixels read around a target grid, and where every target pixel centre falls
+    in them: what resamples a Sentinel-2 off the VENuS grid once, from its raw pixels, whether on the
+    whole target or patch by patch at extra displacements (the local registration model).
+
+    Attributes:
+        stack: the raw window (``reflectance`` ``(C, Hs, Ws)``, ``valid`` ``(Hs, Ws)``).
+        cols, rows: ``(H, W)`` float64 positions of the target pixel centres in the window (pixel
+            index units: 0 is the centre of its first pixel).
+        target: the target grid.
+    """
+
+    stack: BandStack
+    cols: torch.Tensor
+    rows: torch.Tensor
+    target: Grid
+    #: pixels of the window beyond the taps of the target's own positions, on every side
+    pad_px: int = 0
+
+    def sample(self, kernel: str) -> BandStack:
+        """The bands resampled on the whole target grid."""
+        values, valid = sample_at(self.stack.reflectance[None], self.stack.valid[None], self.cols.float(),
+                                  self.rows.float(), method=kernel)
+        return BandStack(values[0], valid[0, 0], self.stack.bands, self.target)
+
+    def sample_patches(self, values: torch.Tensor, ids: torch.Tensor, size: int, disp: torch.Tensor,
+                       kernel: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patches of the target grid resampled at extra displacements.
+
+        Args:
+            values: ``(C, Hs, Ws)`` an image on the window (the bands, or a sum of them).
+            ids: ``(N,)`` patch numbers, row-major on the target grid cut in ``size`` px patches.
+            disp: ``(N, 2, size, size)`` displacement of every target pixel (x right, y down, target
+                pixels), mapped into the window by the local Jacobian of the target -> window map.
+
+        Returns:
+            ``(patches (N, C, size, size), valid (N,) bool)``: valid when every tap is a valid pixel of
+            the window.
+        """
+        n, nw = ids.numel(), self.cols.shape[1] // size
+        r0, c0 = (ids // nw) * size, (ids % nw) * size
+        along = torch.arange(size, device=ids.device)
+        rr = (r0[:, None] + along[None])[:, :, None]  # (N, s, 1)
+        cc = (c0[:, None] + along[None])[:, None, :]  # (N, 1, s)
+        cols, rows = self.cols[rr, cc], self.rows[rr, cc]  # (N, s, s)
+        jac = _jacobian(cols, rows)  # (N, 2, 2): d(window col, row) / d(target x, y)
+        d = disp.to(cols.dtype)
+        cols = cols + jac[:, 0, 0, None, None] * d[:, 0] + jac[:, 0, 1, None, None] * d[:, 1]
+        rows = rows + jac[:, 1, 0, None, None] * d[:, 0] + jac[:, 1, 1, None, None] * d[:, 1]
+        out, ok = sample_at(values[None], self.stack.valid[None], cols.reshape(n * size, size).float(),
+                            rows.reshape(n * size, size).float(), method=kernel)
+        out = out[0].view(values.shape[0], n, size, size).transpose(0, 1)
+        return out, ok.view(n, size * size).all(1)
+
+
+def _jacobian(cols: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``(N, 2, 2)`` mean derivatives of ``(N, s, s)`` positions along the patch's x and y (the map
+    between two UTM grids is affine to far below a millimetre over a patch)."""
+    def slope(p: torch.Tensor, dim: int) -> torch.Tensor:
+        return p.diff(dim=dim).flatten(1).mean(1)
+
+    return torch.stack([torch.stack([slope(cols, 2), slope(cols, 1)], 1),
+                        torch.stack([slope(rows, 2), slope(rows, 1)], 1)], 1)
+
+
+def source_window(
+    product: TheiaProduct, bands: tuple[str, ...], target: Grid, *, kind: str = "FRE",
+    masks: MaskConfig | None = None, device: torch.device | str = "cpu", coarse_step: int = 32,
+    kernel: str = "lanczos4", pad_px: int = 0,
+) -> SourceWindow:
+    """The product's pixels that ``kernel`` needs to resample ``target`` (plus ``pad_px`` on every
+    side) and the target pixel centres mapped into them (any CRS: exactly on a coarse lattice every
+    ``coarse_step`` pixels, bilinearly in between: UTM to UTM is smooth to far below a millimetre at
+    that scale)."""
+    src = product.grid(product.group_of(bands[0]))
     h, w = target.height, target.width
     rows = np.unique(np.r_[np.arange(0, h, coarse_step), h - 1])
     cols = np.unique(np.r_[np.arange(0, w, coarse_step), w - 1])
@@ -129,7 +204,7 @@ def read_on_grid(
     coarse = torch.from_numpy(np.stack([sc, sr])).to(device=device, dtype=torch.float64)[None]
     # interpolate the coarse lattice to every target pixel (align_corners: lattice nodes are pixels)
     full = _lattice_to_pixels(coarse, rows, cols, h, w)
-    reach = KERNELS[kernel].reach  # the taps of the kernel around each position, one pixel of rounding
+    reach = KERNELS[kernel].reach + pad_px  # the taps around each position, one pixel of rounding, the pad
     c0 = int(math.floor(full[0].min().item())) - reach - 1
     r0 = int(math.floor(full[1].min().item())) - reach - 1
     c1 = int(math.ceil(full[0].max().item())) + reach + 2
@@ -138,9 +213,7 @@ def read_on_grid(
     top = src.transform.f - r0 * src.res
     window = (left, top - (r1 - r0) * src.res, left + (c1 - c0) * src.res, top)
     stack = product.read(bands, window, kind=kind, masks=masks, device=device)
-    values, valid = sample_at(stack.reflectance[None], stack.valid[None], (full[0] - c0).float(),
-                              (full[1] - r0).float(), method=kernel)
-    return BandStack(values[0], valid[0, 0], tuple(bands), target)
+    return SourceWindow(stack, full[0] - c0, full[1] - r0, target, pad_px)
 
 
 def _lattice_to_pixels(coarse: torch.Tensor, rows: np.ndarray, cols: np.ndarray, h: int, w: int) -> torch.Tensor:
@@ -159,4 +232,4 @@ def _lattice_to_pixels(coarse: torch.Tensor, rows: np.ndarray, cols: np.ndarray,
     return torch.einsum("ik,bckl,jl->cij", wr, coarse, wc)
 
 
-__all__ = ["CommonGrid", "common_grid", "read_on_grid"]
+__all__ = ["CommonGrid", "SourceWindow", "common_grid", "read_on_grid", "source_window"]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .bands import GROUP_10M, GROUP_20M
 from .errors import S2VError
-from .grids import CommonGrid, common_grid, is_aligned, read_on_grid, translated
+from .grids import CommonGrid, SourceWindow, common_grid, is_aligned, read_on_grid, source_window, translated
 from .local import field_image, resample_patches, robust_field, sigma_for, tile_measurements
 from .mtf import band_sigmas_px, mtf_downsample
 from .pairing import Pair
@@ -126,6 +126,9 @@ class PairInputs:
     s2: TheiaProduct | None = None
     #: ``swir_20m``: Sentinel-2 B11 B12 on the 20 m grid grown by ``margin20`` (on the VENuS grid only)
     swir: BandStack | None = None
+    #: off the VENuS grid with ``model=local``: the raw Sentinel-2 windows read at the global shift,
+    #: by (bands, resolution), kept until the local field resamples the patches from them
+    sources: dict = field(default_factory=dict)
 
 
 def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu") -> PairInputs:
@@ -205,8 +208,7 @@ def _moved(inputs: PairInputs, stack: BandStack | None, bands: tuple[str, ...], 
     ``(C, h, w)`` and its validity ``(h, w)`` (off the grid: read again at the shifted positions)."""
     grid = inputs.grid
     if not inputs.s2_aligned:
-        kw = {"kind": cfg.reflectance, "masks": cfg.masks, "device": device, "kernel": cfg.shift_kernel}
-        b = read_on_grid(inputs.s2, bands, translated(grid.at(res), *reg.shift_m), **kw)
+        b = off_grid_source(inputs, bands, res, reg, cfg, device).sample(cfg.shift_kernel)
         return b.reflectance, b.valid
     factor, scale = int(res // 5), res / 10.0
     h, w = grid.height // factor, grid.width // factor
@@ -215,6 +217,23 @@ def _moved(inputs: PairInputs, stack: BandStack | None, bands: tuple[str, ...], 
     r, ok = shift_window(stack.reflectance[None], stack.valid[None], (dx / scale, dy / scale), cfg.shift_kernel,
                          (margin, margin + h, margin, margin + w))
     return r[0], ok[0, 0]
+
+
+def off_grid_source(inputs: PairInputs, bands: tuple[str, ...], res: float, reg: RegistrationResult,
+                    cfg: PipelineConfig, device: torch.device) -> SourceWindow:
+    """The raw Sentinel-2 pixels of ``bands`` around the common grid at ``res`` moved by the global
+    shift (off the VENuS grid); with ``model=local`` read with room for the field
+    (``local_max_field_m``) and kept in ``inputs.sources`` for the patches' second reading."""
+    key = (tuple(bands), res)
+    if key in inputs.sources:
+        return inputs.sources[key]
+    local = cfg.registration.model == "local"
+    pad = int(math.ceil(cfg.registration.local_max_field_m / res)) + 1 if local else 0
+    win = source_window(inputs.s2, bands, translated(inputs.grid.at(res), *reg.shift_m), kind=cfg.reflectance,
+                        masks=cfg.masks, device=device, kernel=cfg.shift_kernel, pad_px=pad)
+    if local:
+        inputs.sources[key] = win
+    return win
 
 
 @dataclass
@@ -383,10 +402,9 @@ def finish_pair(pair: Pair, prep: Prepared, cfg: PipelineConfig, inputs: PairInp
 
 def local_field(blue, s2_blue: torch.Tensor, s2_ok: torch.Tensor, inputs: PairInputs, reg, cfg: PipelineConfig):
     """``registration.model=local``: the smooth field of the residual translations of the 10 m blue
-    tiles after the global shift (None for the translation model, or off the VENuS grid, where the
-    field is not applied: the raw Sentinel-2 pixels are not on the grid)."""
+    tiles after the global shift (None for the translation model)."""
     rc = cfg.registration
-    if rc.model != "local" or not inputs.s2_aligned:
+    if rc.model != "local":
         return None
     ref, _, ref_valid, _ = blue
     centres, shifts, texture, _ = tile_measurements(ref, s2_blue, ref_valid, s2_ok, rc.local_tile_px)
@@ -394,6 +412,34 @@ def local_field(blue, s2_blue: torch.Tensor, s2_ok: torch.Tensor, inputs: PairIn
     reg.extra["local_tiles"] = int(centres.shape[0])
     return robust_field(centres, shifts, texture, sigma_for(rc.local_tile_px, rc.local_smoothing_tiles),
                         rc.local_max_disagreement_px, rc.local_tile_px)
+
+
+@dataclass
+class PatchSource:
+    """Where the local model reads one Sentinel-2 stack's patches again: ``values`` ``(C, Hs, Ws)``
+    on its raw pixels, ``room`` the displacement (pixels at its resolution) its window holds beyond
+    the global shift, and ``sample(values, ids, size, disp)`` -> ``(patches, valid)`` resampling
+    ``values`` once at the global shift plus ``disp`` ``(N, 2, size, size)``."""
+
+    values: torch.Tensor
+    room: float
+    sample: object
+
+
+def patch_source(inputs: PairInputs, stack: BandStack | None, bands: tuple[str, ...], res: float,
+                 reg: RegistrationResult, cfg: PipelineConfig) -> PatchSource:
+    """On the VENuS grid: the raw bands read with a margin, displaced by the global shift plus the
+    field; off it: the raw window around the shifted grid (:func:`off_grid_source`), the field mapped
+    into it by the local Jacobian of the reprojection."""
+    k, device = cfg.shift_kernel, inputs.s10.reflectance.device
+    if not inputs.s2_aligned:
+        win = off_grid_source(inputs, bands, res, reg, cfg, device)
+        return PatchSource(win.stack.reflectance, win.pad_px - 1.0,
+                           lambda v, ids, size, disp: win.sample_patches(v, ids, size, disp, k))
+    scale, margin = res / 10.0, inputs.margin if res == 10.0 else inputs.margin20
+    d = torch.tensor(reg.shift_px, dtype=torch.float32, device=device).view(1, 2, 1, 1) / scale
+    return PatchSource(stack.reflectance, margin - KERNELS[k].reach - 1.0 - float(d.abs().max()),
+                       lambda v, ids, size, disp: resample_patches(v, stack.valid, margin, size, ids, d + disp, k))
 
 
 def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates, selected: torch.Tensor,
@@ -407,45 +453,35 @@ def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates
     each patch (metres), the per-patch part of it, its trust flag, and the patches still valid."""
     n = selected.numel()
     if field is None:
-        # model=local off the VENuS grid: no field was applied, so no patch may claim it was
-        asked = cfg.registration.model == "local"
-        if asked:
-            log.warning("%s: registration.model=local is not applied to a Sentinel-2 off the VENuS grid; its "
-                        "patches keep the global shift and are flagged local_trusted=0", pid)
-            reg.mode = f"{reg.mode}+local-unavailable"
         zeros = torch.zeros(n, dtype=torch.float64)
-        trusted = torch.full((n,), not asked, dtype=torch.bool)
         return {"local_dx_m": zeros, "local_dy_m": zeros, "local_patch_dx_m": zeros, "local_patch_dy_m": zeros,
-                "local_trusted": trusted}, selected
+                "local_trusted": torch.ones(n, dtype=torch.bool)}, selected
     size, rc, ids = cfg.patches.size_5m, cfg.registration, cand.ids[selected]
     f10, support = field_image(field, inputs.grid.height // 2, inputs.grid.width // 2)
     f10 = take_patches(f10.to(cand.s10.device), size // 2, ids)  # (N, 2, s, s)
     low = take_patches(support[None].to(cand.s10.device), size // 2, ids).flatten(1).mean(1)
-    d = torch.tensor(reg.shift_px, dtype=f10.dtype, device=f10.device).view(1, 2, 1, 1)
-    room = inputs.margin20 - KERNELS[cfg.shift_kernel].reach - 1.0 - d.abs().max() / 2  # at 20 m, the tighter
-    trusted = (low >= rc.local_min_support) & (f10.flatten(2).abs().amax((1, 2)) / 2 <= room)
+    src10 = patch_source(inputs, inputs.s10, GROUP_10M["s2"], 10.0, reg, cfg)
+    src20 = patch_source(inputs, inputs.s20, GROUP_20M["s2"], 20.0, reg, cfg)
+    reach = f10.flatten(1).abs().amax(1)
+    trusted = (low >= rc.local_min_support) & (reach <= src10.room) & (reach / 2 <= src20.room)
     f10 = f10 * trusted.view(-1, 1, 1, 1)
-    k = cfg.shift_kernel
     own = torch.zeros((n, 2), dtype=f10.dtype, device=f10.device)
     if rc.local_per_patch and fitted10 is not None:
         # the estimator sums a group's bands, and resampling is linear: the sum of the bands is probed
-        probe, _ = resample_patches(inputs.s10.reflectance.sum(0, keepdim=True), inputs.s10.valid, inputs.margin,
-                                    size // 2, ids, d + f10, k)
+        probe, _ = src10.sample(src10.values.sum(0, keepdim=True), ids, size // 2, f10)
         own = _patch_offsets(probe, fitted10[selected], trusted, cfg).to(f10.dtype)
         f10 = f10 + own.view(-1, 2, 1, 1)
     # every band resampled once from the raw pixels, at the global shift + the field (+ the patch's own)
-    s10, ok10 = resample_patches(inputs.s10.reflectance, inputs.s10.valid, inputs.margin, size // 2, ids, d + f10, k)
+    s10, ok10 = src10.sample(src10.values, ids, size // 2, f10)
     f20 = F.avg_pool2d(f10, 2) / 2
-    s20, ok20 = resample_patches(inputs.s20.reflectance, inputs.s20.valid, inputs.margin20, size // 4, ids,
-                                 d / 2 + f20, k)
+    s20, ok20 = src20.sample(src20.values, ids, size // 4, f20)
     ok = ok10 & ok20
     if not ok.any():
         raise PairSkipped(f"{pid}: no selected patch stays valid under the local field")
     cand.s10[selected], cand.s20[selected] = s10.to(cand.s10.dtype), s20.to(cand.s20.dtype)
     if cand.swir is not None:
-        swir, _ = resample_patches(inputs.swir.reflectance, inputs.swir.valid, inputs.margin20, size // 4, ids,
-                                   d / 2 + f20, k)
-        cand.swir[selected] = swir.to(cand.swir.dtype)
+        src = patch_source(inputs, inputs.swir, SWIR_20M, 20.0, reg, cfg)
+        cand.swir[selected] = src.sample(src.values, ids, size // 4, f20)[0].to(cand.swir.dtype)
     mean, own = to_metres(f10.mean((2, 3)).double().cpu(), 10.0), to_metres(own.double().cpu(), 10.0)
     out = {"local_dx_m": mean[:, 0], "local_dy_m": mean[:, 1], "local_patch_dx_m": own[:, 0],
            "local_patch_dy_m": own[:, 1], "local_trusted": trusted.cpu()}

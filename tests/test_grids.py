@@ -1,11 +1,15 @@
 """The common grid of a pair and its nested grids, on hand-made footprints with known answers."""
 
 import pytest
+import torch
 from affine import Affine
 from rasterio.crs import CRS
 
-from s2v_gpu.grids import CommonGrid, common_grid, is_aligned, translated
+from s2v_gpu.grids import CommonGrid, common_grid, is_aligned, source_window, translated
+from s2v_gpu.pairing import find_pairs
+from s2v_gpu.products import TheiaProduct, find_products
 from s2v_gpu.products.product import Grid
+from s2v_gpu.synthetic import SyntheticConfig, SyntheticDate, generate
 
 UTM31 = CRS.from_epsg(32631)
 
@@ -64,3 +68,35 @@ def test_alignment_and_translation(dx, dy, aligned):
     assert is_aligned(base, moved) is aligned
     assert not is_aligned(base, _grid(300000.0, 5000000.0, 20.0, 50, 50))
     assert not is_aligned(base, _grid(300000.0, 5000000.0, 10.0, 100, 100, CRS.from_epsg(32630)))
+
+
+@pytest.fixture(scope="module")
+def other_zone(tmp_path_factory):
+    """A tiny archive whose Sentinel-2 tile is in the neighbouring UTM zone (30 N, the site in 31 N)."""
+    root = tmp_path_factory.mktemp("zone30")
+    date = SyntheticDate("2019-05-01", dt_minutes=3.0, shift_m=[0.0, 0.0], venus_cloud=0.0, s2_cloud=0.0)
+    generate(SyntheticConfig(size_px=256, dates=[date], s2_epsg=32630, origin=[280000.0, 4830000.0],
+                             s2_margin_m=200.0), root)
+    return TheiaProduct(find_pairs(find_products(root), "SYNTH-1")[0].s2)
+
+
+@pytest.mark.parametrize("dx, dy", [(0.0, 0.0), (1.3, -2.6), (-3.45, 0.8)])
+def test_patches_of_a_reprojected_window_move_as_the_translated_grid(other_zone, dx, dy):
+    """Off the VENuS grid the local model resamples patches from the raw window at extra
+    displacements mapped by the reprojection's Jacobian: a constant displacement (target pixels)
+    gives what reading the grid translated by as many metres gives (the mapping is affine to far
+    below 1e-3 px over a patch): equal to 1e-5 (float32 sums; the values are ~0.1)."""
+    target = _grid(280000.0 + 200.0, 4830000.0 - 200.0, 10.0, 64, 64)
+    win = source_window(other_zone, ("B2", "B4"), target, pad_px=5, kernel="keys")
+    ids = torch.tensor([0, 3])  # 32 px patches of the 64 x 64 grid: top left, bottom right
+    disp = torch.tensor([dx, dy], dtype=torch.float64).view(1, 2, 1, 1).expand(2, 2, 32, 32)
+    out, ok = win.sample_patches(win.stack.reflectance, ids, 32, disp, "keys")
+    moved = source_window(other_zone, ("B2", "B4"), translated(target, dx * 10.0, -dy * 10.0),
+                          kernel="keys").sample("keys")
+    assert out.shape == (2, 2, 32, 32)
+    for k, (rows, cols) in enumerate([(slice(0, 32), slice(0, 32)), (slice(32, 64), slice(32, 64))]):
+        m = moved.valid[rows, cols]  # a few pixels of the synthetic tile are flagged (water, saturation)
+        assert bool(ok[k]) == bool(m.all()) and m.float().mean() > 0.8
+        torch.testing.assert_close(out[k][:, m], moved.reflectance[:, rows, cols][:, m], atol=1e-5, rtol=0)
+    still = win.sample("keys")
+    assert (out[0] - still.reflectance[:, :32, :32]).abs().max() > 1e-3 or dx == dy == 0.0
