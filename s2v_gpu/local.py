@@ -227,13 +227,12 @@ def _resample_chunk(raw: torch.Tensor, r0: torch.Tensor, c0: torch.Tensor, disp:
 def _slide_axis(x: torch.Tensor, t: torch.Tensor, dim: int, span: int, k) -> torch.Tensor:
     """``x`` ``(n, C, A, B)`` interpolated along ``dim``: output i reads x[i + floor(t) + j] with the
     kernel's j-th weight for the fraction of ``t`` (``(n, *out)``, >= 0), as ``span`` slices."""
-    w = k.spread(t.to(x.dtype), span).movedim(-1, 0).contiguous()  # (span, n, *out)
+    w = k.spread(t.to(x.dtype), span)  # (span, n, *out)
     n_out = t.shape[-1] if dim == -1 else t.shape[-2]
     out = None
     for j in range(span):
         piece = x[..., j:j + n_out] if dim == -1 else x[:, :, j:j + n_out]
-        term = piece * w[j][:, None]
-        out = term if out is None else out.add_(term)
+        out = piece * w[j][:, None] if out is None else out.addcmul_(piece, w[j][:, None])
     return out
 
 

@@ -42,18 +42,19 @@ class Kernel:
     prefilter: tuple[float, ...] | None = None
 
     def spread(self, t: torch.Tensor, span: int) -> torch.Tensor:
-        """``(*t.shape, span)``: for positions ``t`` >= 0 past a window's start, the weight of window
-        sample j (0 <= j < span), i.e. the kernel's taps placed at ``floor(t) + offset - offsets[0]``
-        (``floor(t) + len(offsets) <= span``). float32: read from a table of :data:`SPREAD_STEPS`
-        fractions per whole part (the position rounded to 1/16384 px, unbiased; a fraction of the
-        trigonometry's cost); other dtypes: exact."""
+        """``(span, *t.shape)`` contiguous: for positions ``t`` >= 0 past a window's start, the weight
+        of window sample j (0 <= j < span), i.e. the kernel's taps placed at ``floor(t) + offset -
+        offsets[0]`` (``floor(t) + len(offsets) <= span``). float32: read from a table of
+        :data:`SPREAD_STEPS` fractions per whole part (the position rounded to 1/16384 px, unbiased; a
+        fraction of the trigonometry's cost); other dtypes: exact."""
         whole = torch.floor(t)
         if t.dtype != torch.float32:
-            w = self.weights(t - whole).movedim(0, -1)  # (*t.shape, taps)
-            out = torch.zeros(tuple(t.shape) + (span,), dtype=t.dtype, device=t.device)
-            return out.scatter_(-1, whole.long()[..., None] + torch.arange(len(self.offsets), device=t.device), w)
+            w = self.weights(t - whole)  # (taps, *t.shape)
+            out = torch.zeros((span,) + tuple(t.shape), dtype=t.dtype, device=t.device)
+            taps = torch.arange(len(self.offsets), device=t.device).view((-1,) + (1,) * t.dim())
+            return out.scatter_(0, whole.long()[None] + taps, w)
         row = whole.long() * (SPREAD_STEPS + 1) + ((t - whole) * SPREAD_STEPS).round().long()
-        return _spread_table(self, span, t.device)[row]
+        return _spread_table(self, span, t.device)[:, row]  # one gather per sample, samples first
 
     @property
     def reach(self) -> int:
@@ -68,15 +69,15 @@ SPREAD_STEPS = 16384
 
 @functools.lru_cache(maxsize=16)
 def _spread_table(kernel: Kernel, span: int, device: torch.device) -> torch.Tensor:
-    """``((span - taps + 1) * (steps + 1), span)``: row ``whole * (steps + 1) + step`` holds the taps
-    of the fraction ``step / steps`` placed from sample ``whole``."""
+    """``(span, (span - taps + 1) * (steps + 1))``: column ``whole * (steps + 1) + step`` holds the
+    taps of the fraction ``step / steps`` placed from sample ``whole``."""
     taps = len(kernel.offsets)
     t = torch.arange(SPREAD_STEPS + 1, dtype=torch.float64) / SPREAD_STEPS
     w = kernel.weights(t).T  # (steps + 1, taps)
     table = torch.zeros(span - taps + 1, SPREAD_STEPS + 1, span, dtype=torch.float64)
     for whole in range(span - taps + 1):
         table[whole, :, whole:whole + taps] = w
-    return table.reshape(-1, span).to(device, torch.float32)
+    return table.reshape(-1, span).T.contiguous().to(device, torch.float32)
 
 
 def sample_at(
