@@ -106,13 +106,13 @@ def _taps(sigmas_px: list[float], factor: int, device, dtype) -> tuple[torch.Ten
 
 def _masked_blur(image: torch.Tensor, channels: list[int], valid: torch.Tensor, taps: torch.Tensor, factor: int,
                  pad: int, extra: int) -> torch.Tensor:
-    """``blur(x * valid) / blur(valid)`` by horizontal strips of output rows, image and mask in one
-    depthwise convolution (``channels_last``); the fully valid strips inside the image blur the image
-    alone and share one blurred mask."""
+    """``blur(x * valid) / blur(valid)`` by horizontal strips of output rows, in ``channels_last``
+    (the fast depthwise kernels of oneDNN / cuDNN). Inside the image the blurred mask is that of a
+    fully valid strip except in the output columns whose kernels reach an invalid pixel: only those
+    runs of columns blur the mask; strips past the image's top or bottom blur image and mask together."""
     b, _, h, w = image.shape
     c, size = taps.shape
     dtype, device = taps.dtype, image.device
-    both = torch.cat([taps, taps])
     h_out = h // factor
     out = torch.empty((b, c, h_out, w // factor), device=device, dtype=dtype)
     zero = torch.zeros((), dtype=dtype, device=device)
@@ -120,23 +120,18 @@ def _masked_blur(image: torch.Tensor, channels: list[int], valid: torch.Tensor, 
     # strip buffers are reused, so memory stays bounded on any site size
     step = max(1, STRIP_ROWS.get(device.type, STRIP_ROWS["cpu"]) // factor)
     rows = step * factor + 2 * pad + extra
+    blur = _StripBlur(torch.cat([taps, taps]), factor, pad, extra)
     # channels 0..C-1: the masked image; C..2C-1: the mask, blurred with each channel's kernel
     z = {n: torch.empty((b, n * c, rows, w), device=device, dtype=dtype, memory_format=torch.channels_last)
          for n in (1, 2)}
-
-    def blur(x: torch.Tensor, n: int) -> torch.Tensor:
-        x = F.pad(x, (0, extra)) if extra else x  # an odd factor with an even kernel: one more column
-        x = F.conv2d(x, both[: n * c].view(n * c, 1, 1, size), stride=(1, factor), padding=(0, pad), groups=n * c)
-        return F.conv2d(x, both[: n * c].view(n * c, 1, size, 1), stride=(factor, 1), groups=n * c)
-
-    shared_den = None
+    full_den = None  # the blurred mask of a fully valid strip inside the image
     for o0 in range(0, h_out, step):
         o1 = min(h_out, o0 + step)
         r0, r1 = o0 * factor - pad, o1 * factor + pad + extra
         a0, a1 = max(r0, 0), min(r1, h)
         vs = valid[:, :, a0:a1]
-        whole = (a0, a1, o1 - o0) == (r0, r1, step) and bool(vs.all())  # inside the image, all valid
-        n = 1 if whole and shared_den is not None else 2
+        inside = (a0, a1, o1 - o0) == (r0, r1, step)
+        n = 1 if inside else 2
         zs = z[n][:, :, : r1 - r0]
         zs[:, :, : a0 - r0] = 0
         zs[:, :, a1 - r0:] = 0
@@ -145,7 +140,53 @@ def _masked_blur(image: torch.Tensor, channels: list[int], valid: torch.Tensor, 
         if n == 2:
             zs[:, c:, a0 - r0:a1 - r0] = vs
         y = blur(zs, n)
-        num, den = (y, shared_den) if n == 1 else (y[:, :c], y[:, c:])
-        shared_den = den if whole else shared_den
+        if n == 2:
+            num, den = y[:, :c], y[:, c:]
+        else:
+            full_den = blur.ones(zs) if full_den is None else full_den
+            num, den = y, blur.mask_runs(vs, full_den, c)
         out[:, :, o0:o1] = torch.where(den > 1e-6, num / den.clamp_min(1e-6), zero)
     return out
+
+
+class _StripBlur:
+    """The separable strided blur of :func:`_masked_blur`'s strips, ``both`` ``(2C, size)`` the taps
+    twice (image channels, then mask channels)."""
+
+    def __init__(self, both: torch.Tensor, factor: int, pad: int, extra: int) -> None:
+        self.both, self.factor, self.pad, self.extra = both, factor, pad, extra
+        self.size = both.shape[1]
+
+    def __call__(self, x: torch.Tensor, n: int, padding: bool = True) -> torch.Tensor:
+        """``(B, n C, rows, W)`` -> ``(B, n C, rows_out, W / factor)``; ``padding``: zeros past the
+        image's left and right (else ``x`` holds every column the kernels reach)."""
+        taps, size = self.both[: x.shape[1]], self.size
+        if padding and self.extra:
+            x = F.pad(x, (0, self.extra))  # an odd factor with an even kernel: one more column
+        x = F.conv2d(x, taps.view(-1, 1, 1, size), stride=(1, self.factor), padding=(0, self.pad if padding else 0),
+                     groups=x.shape[1])
+        return F.conv2d(x, taps.view(-1, 1, size, 1), stride=(self.factor, 1), groups=x.shape[1])
+
+    def ones(self, like: torch.Tensor) -> torch.Tensor:
+        """The blurred mask of a fully valid strip shaped as ``like`` (zeros past the left and right)."""
+        return self(torch.ones_like(like), 1)
+
+    def mask_runs(self, vs: torch.Tensor, full_den: torch.Tensor, c: int) -> torch.Tensor:
+        """The blurred mask ``(B, C, step, W / factor)`` of a strip inside the image whose validity is
+        ``vs`` ``(B, 1, rows, W)``: ``full_den`` except in the runs of output columns whose kernels
+        reach an invalid pixel, blurred there from the columns they read."""
+        f, pad, size = self.factor, self.pad, self.size
+        w, w_out = vs.shape[-1], full_den.shape[-1]
+        bad = (~vs).any(2).any(0, keepdim=True).to(full_den.dtype)  # (1, 1, W): a column with an invalid pixel
+        # output o reads input columns o f - pad .. o f - pad + size - 1 (past the image: as full_den)
+        hit = F.max_pool1d(F.pad(bad, (pad, pad + self.extra)), size, stride=f)[0, 0, :w_out] > 0
+        if not bool(hit.any()):
+            return full_den
+        edges = torch.diff(F.pad(hit.to(torch.int8), (1, 1))).nonzero().flatten().tolist()
+        den = full_den.clone()
+        for lo, hi in zip(edges[0::2], edges[1::2]):
+            c0, c1 = lo * f - pad, (hi - 1) * f - pad + size  # the input columns the run's kernels read
+            m = vs[:, :, :, max(c0, 0):min(c1, w)].to(den.dtype)
+            m = F.pad(m, (max(0, -c0), max(0, c1 - w))).expand(-1, c, -1, -1)
+            den[..., lo:hi] = self(m.contiguous(memory_format=torch.channels_last), 1, padding=False)
+        return den
