@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from .errors import check_shape
 from .phase import phase_correlation
-from .resample import sample_grid
+from .resample import GridSampler
 
 log = logging.getLogger(__name__)
 
@@ -335,16 +335,15 @@ def refine_translation(
     device = reference.device
     h, w = reference.shape
     step = max(1, int(math.ceil(math.sqrt(h * w / max(1, max_pixels)))))
-    rows = torch.arange(0, h, step, device=device)
-    cols = torch.arange(0, w, step, device=device)
-    keep = ref_valid[rows][:, cols]
-    y_all = reference[rows][:, cols].double()
-    moving64 = moving.double()
+    rows, cols = range(0, h, step), range(0, w, step)
+    keep = ref_valid[::step, ::step]
+    y_all = reference[::step, ::step].double()
     d = torch.tensor(shift_px, dtype=torch.float64, device=device)
+    # every point moves by the same d: separable taps over the grid's rows (no per-point gather)
+    sampler = GridSampler(moving, mov_valid, rows, cols, kernel, int(math.ceil(max(map(abs, shift_px)))) + 2)
     n_used = 0
     for _ in range(iterations):
-        # every point moves by the same d: separable taps over whole rows (no per-point gather)
-        value, gx, gy, ok = sample_grid(moving64, mov_valid, rows, cols, (float(d[0]), float(d[1])), kernel)
+        value, gx, gy, ok = sampler((float(d[0]), float(d[1])))
         ok &= keep
         n_used = int(ok.sum())
         if n_used < min_points:

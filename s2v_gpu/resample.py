@@ -284,41 +284,82 @@ def sample_points(image: torch.Tensor, valid: torch.Tensor, cols: torch.Tensor, 
     return value, dx, dy, ok
 
 
-def sample_grid(image: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+def sample_grid(image: torch.Tensor, valid: torch.Tensor, rows: range, cols: range,
                 shift: tuple[float, float], kernel: str = "lanczos4"
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`sample_points` at the points of a regular grid moved by one common ``shift``: every point
-    has the same fraction, so the taps' weights are computed once and applied separably to whole rows
-    (slices instead of a gather of ``taps²`` values per point).
+    """:func:`sample_points` at the points of a regular grid moved by one common ``shift`` (see
+    :class:`GridSampler`, which keeps its padded image for several shifts)."""
+    reach = max(abs(math.floor(shift[0])), abs(math.floor(shift[1])))
+    return GridSampler(image, valid, rows, cols, kernel, reach)(shift)
+
+
+class GridSampler:
+    """The interpolant of one image and its exact derivatives at the points of a regular grid moved by
+    a common shift, for shift after shift (the refinement's Gauss-Newton steps): every point has the
+    same fraction, so the taps' weights are computed once per shift and applied separably to the
+    grid's rows and columns, as strided slices of the image padded once.
 
     Args:
-        image: ``(H, W)`` float.
+        image: ``(H, W)`` float (sampled in its precision, float32 promoted to float64).
         valid: ``(H, W)`` bool.
-        rows, cols: ``(R,)``, ``(C,)`` integer pixel positions of the grid.
-        shift: ``(dx, dy)`` pixels: the samples are at ``(cols + dx, rows + dy)``.
-
-    Returns:
-        ``(value, d/dx, d/dy, ok)``, each ``(R, C)``, in ``image``'s precision (float64 for float64).
+        rows, cols: the grid's integer pixel positions, ``range(start, stop, step)``.
+        kernel: a kernel of :data:`KERNELS` without prefilter.
+        reach_px: the largest whole shift expected (a larger one pads the image again).
     """
-    k = _kernel(kernel)
-    nx, ny = math.floor(shift[0]), math.floor(shift[1])
-    t = torch.tensor([shift[0] - nx, shift[1] - ny], dtype=torch.float64)
-    wx, wy, dwx, dwy = (v.to(image.dtype).to(image.device) for v in (k.weights(t[0]), k.weights(t[1]),
-                                                                        k.derivative(t[0]), k.derivative(t[1])))
-    h, w = image.shape
-    pad = max(-k.offsets[0], k.offsets[-1]) + max(abs(nx), abs(ny)) + 1
-    img = F.pad(image[None], (pad, pad, pad, pad))[0]
-    ok_img = F.pad(valid[None].to(torch.uint8), (pad, pad, pad, pad))[0].bool()
-    r = [rows + pad + ny + o for o in k.offsets]
-    c = [cols + pad + nx + o for o in k.offsets]
-    lines = torch.stack([img[ri] for ri in r])  # taps, R, W + 2 pad
-    vert, dvert = torch.tensordot(wy, lines, 1), torch.tensordot(dwy, lines, 1)  # R, W'
-    ok_rows = torch.stack([ok_img[ri] for ri in r]).all(0)
-    value = sum(wx[i] * vert[:, ci] for i, ci in enumerate(c))
-    dx = sum(dwx[i] * vert[:, ci] for i, ci in enumerate(c))
-    dy = sum(wx[i] * dvert[:, ci] for i, ci in enumerate(c))
-    ok = torch.stack([ok_rows[:, ci] for ci in c]).all(0)
-    return value, dx, dy, ok
+
+    def __init__(self, image: torch.Tensor, valid: torch.Tensor, rows: range, cols: range, kernel: str = "lanczos4",
+                 reach_px: int = 8) -> None:
+        self.k, self.rows, self.cols = _kernel(kernel), rows, cols
+        self.image, self.valid = image, valid
+        self.dtype = image.dtype if image.dtype == torch.float64 else torch.float64
+        self._pad(reach_px)
+
+    def _pad(self, reach_px: int) -> None:
+        h, w = self.image.shape
+        self.pad = p = max(-self.k.offsets[0], self.k.offsets[-1]) + reach_px + 1
+        self.img = torch.zeros((h + 2 * p, w + 2 * p), dtype=self.dtype, device=self.image.device)
+        self.img[p:p + h, p:p + w] = self.image
+        self.ok = torch.zeros((h + 2 * p, w + 2 * p), dtype=torch.bool, device=self.image.device)
+        self.ok[p:p + h, p:p + w] = self.valid
+        self._ok_rows = {}
+
+    def __call__(self, shift: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(value, d/dx, d/dy, ok)`` at ``(cols + dx, rows + dy)``, each ``(len(rows), len(cols))``;
+        ``ok``: every tap valid and inside the image (values elsewhere are meaningless)."""
+        k = self.k
+        nx, ny = math.floor(shift[0]), math.floor(shift[1])
+        if max(abs(nx), abs(ny)) + max(-k.offsets[0], k.offsets[-1]) + 1 > self.pad:
+            self._pad(max(abs(nx), abs(ny)))
+        t = torch.tensor([shift[0] - nx, shift[1] - ny], dtype=torch.float64)
+        wx, wy, dwx, dwy = (v.tolist() for v in (k.weights(t[0]), k.weights(t[1]), k.derivative(t[0]),
+                                                  k.derivative(t[1])))
+        lines = [self._lines(self.img, 0, self.rows, self.pad + ny + o) for o in k.offsets]  # (R, W + 2 pad) views
+        vert, dvert = _weighted_sum(wy, lines), _weighted_sum(dwy, lines)
+        columns = [self._lines(vert, 1, self.cols, self.pad + nx + o) for o in k.offsets]
+        value, dx = _weighted_sum(wx, columns), _weighted_sum(dwx, columns)
+        dy = _weighted_sum(wx, [self._lines(dvert, 1, self.cols, self.pad + nx + o) for o in k.offsets])
+        c = [self.pad + nx + o for o in k.offsets]
+        if ny not in self._ok_rows:
+            self._ok_rows = {ny: torch.stack([self._lines(self.ok, 0, self.rows, self.pad + ny + o)
+                                              for o in k.offsets]).all(0)}
+        ok_rows = self._ok_rows[ny]
+        ok = torch.stack([self._lines(ok_rows, 1, self.cols, ci) for ci in c]).all(0)
+        return value, dx, dy, ok
+
+    @staticmethod
+    def _lines(x: torch.Tensor, dim: int, grid: range, offset: int) -> torch.Tensor:
+        """The rows (``dim`` 0) or columns (1) ``offset + grid`` of ``x``, as a strided view."""
+        start = offset + grid.start
+        stop = start + (len(grid) - 1) * grid.step + 1
+        return x[start:stop:grid.step] if dim == 0 else x[:, start:stop:grid.step]
+
+
+def _weighted_sum(weights: list[float], views: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_j weights[j] * views[j]`` accumulated in place (one pass per term, no temporaries)."""
+    out = views[0] * weights[0]
+    for w, v in zip(weights[1:], views[1:]):
+        out.add_(v, alpha=w)
+    return out
 
 
 def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int,

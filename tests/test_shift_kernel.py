@@ -57,14 +57,16 @@ def test_keys_kernel_moved_the_image_as_the_audit_found(real_texture):
 @pytest.mark.parametrize("kernel", ["lanczos4", "lanczos3", "keys", "bicubic"])
 def test_grid_sampling_is_the_gather_of_every_tap(kernel):
     """The refinement's separable sampler of a grid moved by one shift gives what the per-point
-    gather gives (value, exact derivatives, validity), to rounding."""
-    from s2v_gpu.resample import sample_grid, sample_points
+    gather gives (value, exact derivatives, validity), to rounding; one sampler kept for shift after
+    shift (padded again when a shift outgrows it) gives the same bits as a new one each time."""
+    from s2v_gpu.resample import GridSampler, sample_grid, sample_points
 
     g = torch.Generator().manual_seed(1)
     img = torch.rand(90, 101, generator=g, dtype=torch.float64)
     valid = torch.rand(90, 101, generator=g) > 0.03
-    rows, cols = torch.arange(0, 90, 2), torch.arange(1, 101, 3)
-    rr, cc = torch.meshgrid(rows.double(), cols.double(), indexing="ij")
+    rows, cols = range(0, 90, 2), range(1, 101, 3)
+    rr, cc = torch.meshgrid(torch.tensor(rows).double(), torch.tensor(cols).double(), indexing="ij")
+    sampler = GridSampler(img, valid, rows, cols, kernel, reach_px=1)
     for shift in [(0.3, -1.7), (-3.25, 2.6), (0.0, 0.0), (5.9, 0.01)]:
         got = sample_grid(img, valid, rows, cols, shift, kernel)
         ref = [x.reshape(rr.shape) for x in sample_points(img, valid, cc.flatten() + shift[0], rr.flatten() + shift[1],
@@ -72,6 +74,8 @@ def test_grid_sampling_is_the_gather_of_every_tap(kernel):
         assert torch.equal(got[3], ref[3]) and got[3].any() and not got[3].all()
         for a, b in zip(got[:3], ref[:3]):
             assert (a - b)[ref[3]].abs().max() < 1e-12
+        kept = sampler(shift)
+        assert all(torch.equal(a, b) for a, b in zip(kept, got))
 
 
 @pytest.mark.parametrize("kernel", ["lanczos4", "lanczos3", "keys", "bicubic"])
