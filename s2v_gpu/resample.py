@@ -417,17 +417,42 @@ def shift_window(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float
         kernel = _kernel(method)
         lo = r0 + int(math.floor(shift_px[1])) + kernel.offsets[0]  # the rows the window's taps reach
         hi = r1 + int(math.floor(shift_px[1])) + kernel.offsets[-1] + 1
-        if lo >= 0 and hi <= image.shape[-2]:
-            rows = slice(lo, hi)
-            x = torch.where(valid[..., rows, :], image[..., rows, :],
-                            torch.zeros((), device=image.device, dtype=image.dtype))
-            first = _shift_window(x, valid[..., rows, :], float(shift_px[0]), 3, c0, c1, kernel)
-            second = first and _shift_window(*first, float(shift_px[1]), 2, r0 - lo, r1 - lo, kernel)
-            if second is not None:
-                return second[0] * second[1], second[1]
+        if lo >= 0 and hi <= image.shape[-2] and _taps_inside(image.shape[-1], shift_px[0], c0, c1, kernel):
+            return _shift_window_by_blocks(image, valid, shift_px, window, kernel)
     # taps outside the image (or grid_sample): shift everything, then crop
     x, ok = apply_shift(image, valid, shift_px, method)
     return x[..., r0:r1, c0:c1], ok[..., r0:r1, c0:c1]
+
+
+#: output rows shifted at a time by :func:`shift_window` on the CPU (the taps' passes stay in cache;
+#: every output is the same arithmetic whatever the block)
+SHIFT_BLOCK_ROWS = {"cpu": 32}
+
+
+def _taps_inside(size: int, d: float, a: int, b: int, kernel: Kernel) -> bool:
+    n = int(math.floor(d))
+    return a + n + kernel.offsets[0] >= 0 and b + n + kernel.offsets[-1] <= size - 1
+
+
+def _shift_window_by_blocks(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float],
+                            window: tuple[int, int, int, int], kernel: Kernel) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`shift_window` when every tap is inside, by blocks of output rows (each block reads the
+    rows its taps reach)."""
+    r0, r1, c0, c1 = window
+    step = SHIFT_BLOCK_ROWS.get(image.device.type, r1 - r0)
+    ny, first_tap, last_tap = int(math.floor(shift_px[1])), kernel.offsets[0], kernel.offsets[-1]
+    zero = torch.zeros((), device=image.device, dtype=image.dtype)
+    out = torch.empty(image.shape[:-2] + (r1 - r0, c1 - c0), device=image.device, dtype=image.dtype)
+    ok = torch.empty(valid.shape[:-2] + (r1 - r0, c1 - c0), device=image.device, dtype=torch.bool)
+    for b0 in range(r0, r1, step):
+        b1 = min(r1, b0 + step)
+        rows = slice(b0 + ny + first_tap, b1 + ny + last_tap + 1)
+        x = torch.where(valid[..., rows, :], image[..., rows, :], zero)
+        first = _shift_window(x, valid[..., rows, :], float(shift_px[0]), 3, c0, c1, kernel)
+        value, good = _shift_window(*first, float(shift_px[1]), 2, b0 - rows.start, b1 - rows.start, kernel)
+        out[..., b0 - r0:b1 - r0, :] = value * good
+        ok[..., b0 - r0:b1 - r0, :] = good
+    return out, ok
 
 
 def apply_shift(
