@@ -46,11 +46,16 @@ def sample_pixels(v: torch.Tensor, s: torch.Tensor, keep: torch.Tensor,
     Returns:
         ``(v (n', C), s (n', C))`` with n' = min(n, available pixels).
     """
-    v = v[keep].permute(0, 2, 3, 1).reshape(-1, v.shape[1])
-    s = s[keep].permute(0, 2, 3, 1).reshape(-1, s.shape[1])
-    total = v.shape[0]
+    kept = torch.nonzero(keep).flatten()
+    _, c, h, w = v.shape
+    total = kept.numel() * h * w
+    # the draw numbers the kept patches' pixels patch by patch, row-major
     idx = torch.randperm(total, generator=generator)[: min(n, total)].to(v.device)
-    return v[idx], s[idx]
+    if 4 * idx.numel() > total:  # most pixels drawn: one copy of the patches, then a gather of rows
+        return tuple(x[kept].permute(0, 2, 3, 1).reshape(-1, c)[idx] for x in (v, s))
+    # few drawn: only they are read, at their flat positions in every channel (n, C)
+    flat = (kept[idx // (h * w)] * (c * h * w) + idx % (h * w))[:, None] + torch.arange(c, device=v.device) * (h * w)
+    return v.reshape(-1)[flat], s.reshape(-1)[flat]
 
 
 def stack_padded(vs: list[torch.Tensor], ss: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

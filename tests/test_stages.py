@@ -12,7 +12,7 @@ from s2v_gpu.mtf import band_sigmas_px, centred_gaussian_kernel, mtf_downsample
 from s2v_gpu.pairing import PairingConfig, find_pairs
 from s2v_gpu.patches import patch_bounds, take_patches, to_patches, valid_triplets
 from s2v_gpu.products import parse_product_name
-from s2v_gpu.radiometry import FitError, RadiometryConfig, apply_linear, fit_linear, stack_padded
+from s2v_gpu.radiometry import FitError, RadiometryConfig, apply_linear, fit_linear, sample_pixels, stack_padded
 from s2v_gpu.resample import apply_shift, downsample_bicubic_x2, sample_points
 from s2v_gpu.selection import pair_generator, select_random
 
@@ -294,3 +294,19 @@ def test_pairing_picks_the_tile_covering_most(tiny_archive, tmp_path):
     (tmp_path / other / f"{date['s2']}_MTD_ALL.xml").rename(tmp_path / other / f"{other}_MTD_ALL.xml")
     pairs = find_pairs(find_products(tmp_path), "SYNTH-1")
     assert len(pairs) == 1 and pairs[0].tile == "31TCJ" and len(pairs[0].candidates) == 2
+
+
+@pytest.mark.parametrize("n", [10, 700, 10**6])
+def test_fit_pixels_are_the_draw_over_the_kept_patches_pixels(device, n):
+    """The fit's random pixels: a permutation of the kept patches' pixels numbered patch by patch,
+    row-major, its first n; read at their positions (few drawn) or from a copy of the patches (most
+    drawn), the same values."""
+    g = torch.Generator().manual_seed(2)
+    v, s = torch.rand(12, 3, 8, 8, generator=g).to(device), torch.rand(12, 3, 8, 8, generator=g).to(device)
+    keep = torch.rand(12, generator=g).to(device) > 0.3
+    a, b = sample_pixels(v, s, keep, n, torch.Generator().manual_seed(9))
+    pixels_v = v[keep].permute(0, 2, 3, 1).reshape(-1, 3)
+    pixels_s = s[keep].permute(0, 2, 3, 1).reshape(-1, 3)
+    idx = torch.randperm(pixels_v.shape[0], generator=torch.Generator().manual_seed(9))[:n].to(device)
+    assert a.shape == (min(n, pixels_v.shape[0]), 3)
+    assert torch.equal(a, pixels_v[idx]) and torch.equal(b, pixels_s[idx])
