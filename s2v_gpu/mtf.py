@@ -141,12 +141,23 @@ def _masked_blur(image: torch.Tensor, channels: list[int], valid: torch.Tensor, 
             zs[:, c:, a0 - r0:a1 - r0] = vs
         y = blur(zs, n)
         if n == 2:
-            num, den = y[:, :c], y[:, c:]
+            out[:, :, o0:o1] = _normalised(y[:, :c], y[:, c:], zero)
+            continue
+        if full_den is None:
+            full_den = blur.ones(zs)
+            full_den_positive = bool((full_den > 1e-6).all())
+        if full_den_positive:  # the same quotient as below, without the tests that cannot fire
+            torch.div(y, full_den, out=out[:, :, o0:o1])
         else:
-            full_den = blur.ones(zs) if full_den is None else full_den
-            num, den = y, blur.mask_runs(vs, full_den, c)
-        out[:, :, o0:o1] = torch.where(den > 1e-6, num / den.clamp_min(1e-6), zero)
+            out[:, :, o0:o1] = _normalised(y, full_den, zero)
+        for lo, hi, den in blur.mask_runs(vs, c):
+            out[:, :, o0:o1, lo:hi] = _normalised(y[..., lo:hi], den, zero)
     return out
+
+
+def _normalised(num: torch.Tensor, den: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """``num / den`` where the blurred mask ``den`` is not 0, else 0."""
+    return torch.where(den > 1e-6, num / den.clamp_min(1e-6), zero)
 
 
 class _StripBlur:
@@ -171,22 +182,22 @@ class _StripBlur:
         """The blurred mask of a fully valid strip shaped as ``like`` (zeros past the left and right)."""
         return self(torch.ones_like(like), 1)
 
-    def mask_runs(self, vs: torch.Tensor, full_den: torch.Tensor, c: int) -> torch.Tensor:
-        """The blurred mask ``(B, C, step, W / factor)`` of a strip inside the image whose validity is
-        ``vs`` ``(B, 1, rows, W)``: ``full_den`` except in the runs of output columns whose kernels
-        reach an invalid pixel, blurred there from the columns they read."""
+    def mask_runs(self, vs: torch.Tensor, c: int) -> list[tuple[int, int, torch.Tensor]]:
+        """The blurred mask of a strip inside the image whose validity is ``vs`` ``(B, 1, rows, W)``
+        where it differs from a fully valid strip's: ``(lo, hi, den (B, C, step, hi - lo))`` for each
+        run of output columns whose kernels reach an invalid pixel, blurred from the columns it reads."""
         f, pad, size = self.factor, self.pad, self.size
-        w, w_out = vs.shape[-1], full_den.shape[-1]
-        bad = (~vs).any(2).any(0, keepdim=True).to(full_den.dtype)  # (1, 1, W): a column with an invalid pixel
-        # output o reads input columns o f - pad .. o f - pad + size - 1 (past the image: as full_den)
+        w, w_out = vs.shape[-1], vs.shape[-1] // f
+        bad = (~vs).any(2).any(0, keepdim=True).to(self.both.dtype)  # (1, 1, W): a column with an invalid pixel
+        # output o reads input columns o f - pad .. o f - pad + size - 1 (past the image: as a full strip)
         hit = F.max_pool1d(F.pad(bad, (pad, pad + self.extra)), size, stride=f)[0, 0, :w_out] > 0
         if not bool(hit.any()):
-            return full_den
+            return []
         edges = torch.diff(F.pad(hit.to(torch.int8), (1, 1))).nonzero().flatten().tolist()
-        den = full_den.clone()
+        runs = []
         for lo, hi in zip(edges[0::2], edges[1::2]):
             c0, c1 = lo * f - pad, (hi - 1) * f - pad + size  # the input columns the run's kernels read
-            m = vs[:, :, :, max(c0, 0):min(c1, w)].to(den.dtype)
+            m = vs[:, :, :, max(c0, 0):min(c1, w)].to(self.both.dtype)
             m = F.pad(m, (max(0, -c0), max(0, c1 - w))).expand(-1, c, -1, -1)
-            den[..., lo:hi] = self(m.contiguous(memory_format=torch.channels_last), 1, padding=False)
-        return den
+            runs.append((lo, hi, self(m.contiguous(memory_format=torch.channels_last), 1, padding=False)))
+        return runs
