@@ -230,6 +230,11 @@ def validate(cfg: RunConfig) -> None:
                           "Theia products)")
 
 
+#: Revision of ``registration.model=local``'s arithmetic, in its folders' configuration hash (2, in
+#: 0.3.1: applied off the VENuS grid, the field's room checked at 10 m too, float32 accumulation).
+LOCAL_MODEL_REVISION = 2
+
+
 #: The parts of the configuration that shape the tensors of a dataset folder (the rest — paths,
 #: device, progress, report — does not change a byte of them, devices aside; see the README).
 def method_config(cfg: RunConfig) -> dict:
@@ -241,6 +246,8 @@ def method_config(cfg: RunConfig) -> dict:
         del method["pipeline"]["swir_20m"]
     if cfg.pipeline.registration.model != "local":  # only the local model reads it (hashes made before it stay)
         del method["pipeline"]["registration"]["local_per_patch"]
+    else:  # a local-model folder of an earlier revision holds other tensors: another configuration
+        method["local_model_revision"] = LOCAL_MODEL_REVISION
     return json.loads(json.dumps(method, default=str))
 
 

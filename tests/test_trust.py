@@ -187,3 +187,16 @@ def test_a_folder_written_before_new_patch_columns_resumes_and_reports(corpus, t
     old.to_csv(site / "patches.tsv", sep="\t", index=False)  # a folder the older version left as it was
     report = build_report(site, ReportConfig(n_patches=2), tmp_path / "report")
     assert (tmp_path / "report" / "report.html").exists() and "residuals" in report["figures"]
+
+
+def test_a_local_model_folder_of_another_revision_is_another_configuration(monkeypatch):
+    """0.3.1 changed the local model's tensors (and not the translation model's): its hash carries a
+    revision, so a local-model folder of 0.3.0 is refused rather than mixed; translation hashes stay."""
+    import s2v_gpu.config as config
+
+    translation, local = compose_cfg(TINY), compose_cfg([*TINY, "pipeline.registration.model=local"])
+    assert "local_model_revision" not in config.method_config(translation)
+    assert config.method_config(local)["local_model_revision"] == config.LOCAL_MODEL_REVISION
+    before_t, before_l = config_hash(translation), config_hash(local)
+    monkeypatch.setattr(config, "LOCAL_MODEL_REVISION", config.LOCAL_MODEL_REVISION - 1)
+    assert config_hash(translation) == before_t and config_hash(local) != before_l
