@@ -104,17 +104,18 @@ def tile_measurements(reference: torch.Tensor, moving: torch.Tensor, ref_valid: 
         empty = torch.zeros((0, 2), dtype=torch.float64, device=reference.device)
         return empty, empty, empty[:, 0], empty[:, 0]
 
-    def tiles(x: torch.Tensor) -> torch.Tensor:
-        return x[: nh * tile_px, : nw * tile_px].reshape(nh, tile_px, nw, tile_px).permute(0, 2, 1, 3).reshape(
-            nh * nw, tile_px, tile_px)
+    def blocks(x: torch.Tensor) -> torch.Tensor:  # (nh, tile, nw, tile): a view
+        return x[: nh * tile_px, : nw * tile_px].reshape(nh, tile_px, nw, tile_px)
 
-    ok = (tiles(ref_valid) & tiles(mov_valid)).flatten(1).all(1)
+    ok = blocks(ref_valid & mov_valid).all(3).all(1).flatten()
     idx = torch.nonzero(ok).flatten()
     rows, cols = idx // nw, idx % nw
     centres = torch.stack([(cols + 0.5) * tile_px - 0.5, (rows + 0.5) * tile_px - 0.5], 1).double()
     if idx.numel() == 0:
         return centres, centres, centres[:, 0], centres[:, 0]
-    m = patch_residuals(tiles(moving.float())[idx][:, None], tiles(reference.float())[idx][:, None])
+    # the measured tiles gathered once each, (K, 1, tile, tile)
+    m = patch_residuals(blocks(moving.float())[rows, :, cols][:, None],
+                        blocks(reference.float())[rows, :, cols][:, None])
     good = m["converged"]
     return centres[good], m["r"][good].double(), m["texture"][good].double(), m["rmse"][good].double()
 

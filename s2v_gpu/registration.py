@@ -309,6 +309,11 @@ def _valid_at(valid: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return out
 
 
+#: A Gauss-Newton step longer than this (pixels) means the refinement diverged (no texture, a gain
+#: near 0): it stops there; from a seed within a pixel the steps are sub-pixel.
+DIVERGED_STEP_PX = 4.0
+
+
 def refine_translation(
     reference: torch.Tensor, moving: torch.Tensor, ref_valid: torch.Tensor, mov_valid: torch.Tensor,
     shift_px: tuple[float, float], iterations: int = 15, tol_px: float = 1e-3, max_pixels: int = 400_000,
@@ -349,22 +354,35 @@ def refine_translation(
         if n_used < min_points:
             break
         A = torch.stack([value[ok], torch.ones(n_used, dtype=torch.float64, device=device), gx[ok], gy[ok]], dim=1)
-        y = y_all[ok]
-        wts = torch.ones_like(y)
-        for _irls in range(3):
-            aw = A * wts[:, None]
-            theta = torch.linalg.solve(aw.T @ A, aw.T @ y)
-            r = y - A @ theta
-            probe = r[:: max(1, r.numel() // 100_000)]
-            scale = 1.4826 * (probe - probe.median()).abs().median().clamp_min(1e-9)
-            u = r / (tukey_c * scale)
-            wts = torch.where(u.abs() < 1, (1 - u**2) ** 2, torch.zeros_like(u))
+        theta = _tukey_solve(A, y_all[ok], tukey_c)
         # reference ~ a*warped + b + a*grad.delta  ->  theta[2:] = a * delta
-        delta = theta[2:] / theta[0]
+        delta = None if theta is None else theta[2:] / theta[0]
+        if delta is None or not bool(delta.abs().max() <= DIVERGED_STEP_PX):  # degenerate, NaN or diverging
+            break
         d = d + delta
         if float(delta.abs().max()) < tol_px:
             break
     return (float(d[0]), float(d[1])), n_used
+
+
+def _tukey_solve(A: torch.Tensor, y: torch.Tensor, tukey_c: float, rounds: int = 3) -> torch.Tensor | None:
+    """Least squares ``A theta = y`` (``(N, 4)``, ``(N,)``) reweighted ``rounds`` times with Tukey's
+    biweight (scale from the residuals' MAD); None when the system is singular (no texture left under
+    the weights)."""
+    wts = torch.ones_like(y)
+    theta = None
+    for _ in range(rounds):
+        aw = A * wts[:, None]
+        try:
+            theta = torch.linalg.solve(aw.T @ A, aw.T @ y)
+        except torch.linalg.LinAlgError:
+            return None
+        r = y - A @ theta
+        probe = r[:: max(1, r.numel() // 100_000)]
+        scale = 1.4826 * (probe - probe.median()).abs().median().clamp_min(1e-9)
+        u = r / (tukey_c * scale)
+        wts = torch.where(u.abs() < 1, (1 - u**2) ** 2, torch.zeros_like(u))
+    return theta
 
 
 def register(

@@ -176,3 +176,14 @@ def test_phase_correlation_finds_a_known_translation(shift):
     ones = torch.ones(1, h, w, dtype=torch.bool)
     d, peak = phase_correlation(img[None], mov[None], ones, ones)
     assert abs(float(d[0, 0]) - dx) < 0.15 and abs(float(d[0, 1]) - dy) < 0.15 and float(peak[0]) > 0.5
+
+
+def test_refinement_without_texture_keeps_its_start(device):
+    """A flat image gives a singular Gauss-Newton system (CPU: an error, CUDA: infinities): the
+    refinement stops and returns where it started, for the caller to judge, instead of failing."""
+    from s2v_gpu.registration import refine_translation
+
+    flat = torch.full((120, 120), 0.2, device=device)
+    ok = torch.ones(120, 120, dtype=torch.bool, device=device)
+    (dx, dy), used = refine_translation(flat, flat.clone(), ok, ok, (0.3, -0.2))
+    assert (dx, dy) == (0.3, -0.2) and used > 0
