@@ -93,9 +93,11 @@ def gaussian_sums(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def tile_measurements(reference: torch.Tensor, moving: torch.Tensor, ref_valid: torch.Tensor,
-                      mov_valid: torch.Tensor, tile_px: int) -> tuple[torch.Tensor, ...]:
+                      mov_valid: torch.Tensor, tile_px: int, wanted: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, ...]:
     """The residual translation of every fully valid ``tile_px`` tile of ``moving`` (already shifted
-    by the global estimate) against ``reference``, both ``(H, W)``.
+    by the global estimate) against ``reference``, both ``(H, W)``; ``wanted``: ``(H // tile_px,
+    W // tile_px)`` bool, the tiles to measure (default all).
 
     Returns ``(centres (K, 2), shifts (K, 2), texture (K,), rmse (K,))`` of the measured tiles."""
     h, w = reference.shape
@@ -107,7 +109,8 @@ def tile_measurements(reference: torch.Tensor, moving: torch.Tensor, ref_valid: 
     def blocks(x: torch.Tensor) -> torch.Tensor:  # (nh, tile, nw, tile): a view
         return x[: nh * tile_px, : nw * tile_px].reshape(nh, tile_px, nw, tile_px)
 
-    ok = blocks(ref_valid & mov_valid).all(3).all(1).flatten()
+    ok = blocks(ref_valid & mov_valid).all(3).all(1)
+    ok = (ok if wanted is None else ok & wanted).flatten()
     idx = torch.nonzero(ok).flatten()
     rows, cols = idx // nw, idx % nw
     centres = torch.stack([(cols + 0.5) * tile_px - 0.5, (rows + 0.5) * tile_px - 0.5], 1).double()
@@ -118,6 +121,15 @@ def tile_measurements(reference: torch.Tensor, moving: torch.Tensor, ref_valid: 
                         blocks(reference.float())[rows, :, cols][:, None])
     good = m["converged"]
     return centres[good], m["r"][good].double(), m["texture"][good].double(), m["rmse"][good].double()
+
+
+def tiles_near(boxes: torch.Tensor, nh: int, nw: int, tile_px: int, reach_px: float) -> torch.Tensor:
+    """``(nh, nw)`` bool: the tiles of the lattice whose box comes within ``reach_px`` of one of the
+    ``boxes`` ``(N, 4)`` (row0, row1, col0, col1 in pixels, ends excluded)."""
+    starts = lambda n: torch.arange(n, device=boxes.device) * tile_px  # noqa: E731
+    rows = (starts(nh)[None] < boxes[:, 1:2] + reach_px) & (starts(nh)[None] + tile_px > boxes[:, 0:1] - reach_px)
+    cols = (starts(nw)[None] < boxes[:, 3:4] + reach_px) & (starts(nw)[None] + tile_px > boxes[:, 2:3] - reach_px)
+    return (rows.T.float() @ cols.float()) > 0
 
 
 def robust_field(centres: torch.Tensor, shifts: torch.Tensor, texture: torch.Tensor, sigma_px: float,

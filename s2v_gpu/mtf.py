@@ -201,3 +201,65 @@ class _StripBlur:
             m = F.pad(m, (max(0, -c0), max(0, c1 - w))).expand(-1, c, -1, -1)
             runs.append((lo, hi, self(m.contiguous(memory_format=torch.channels_last), 1, padding=False)))
         return runs
+
+
+#: patches blurred together by :func:`mtf_downsample_patches` (bounds the windows' memory)
+PATCH_CHUNK = 32
+
+
+def mtf_downsample_patches(image: torch.Tensor, valid: torch.Tensor, sigmas_px: list[float], factor: int,
+                           ids: torch.Tensor, size: int, channels: list[int] | None = None) -> torch.Tensor:
+    """:func:`mtf_downsample` with a mask, cut into some patches, computing only them: each patch's
+    window (the input pixels its kernels reach, zeros and invalid past the image) is blurred alone,
+    with the same taps in the same order, so the patches are the whole image's bit for bit.
+
+    Args:
+        image: ``(1, C, H, W)``; ``valid`` ``(1, 1, H, W)`` or ``(1, H, W)`` bool.
+        ids: ``(N,)`` patch numbers of the row-major grid of ``size``-pixel patches (``size`` a
+            multiple of ``factor``).
+        sigmas_px, factor, channels: as :func:`mtf_downsample`.
+
+    Returns:
+        ``(N, C', size / factor, size / factor)``.
+    """
+    check_shape(image, 4, "image")
+    if image.shape[0] != 1 or size % factor:
+        raise ValueError(f"one image and a patch size ({size}) that is a multiple of the factor ({factor}) expected")
+    channels = list(range(image.shape[1])) if channels is None else list(channels)
+    dtype = image.dtype if image.is_floating_point() else torch.float32
+    taps, pad, extra = _taps(sigmas_px, factor, image.device, dtype)
+    blur = _StripBlur(torch.cat([taps, taps]), factor, pad, extra)
+    valid = (valid[:, None] if valid.dim() == 3 else valid)[0, 0]
+    span = size + 2 * pad + extra
+    full_den = blur(torch.ones((1, len(channels), span, span), device=image.device, dtype=dtype), 1, padding=False)
+    chunks = [_patch_windows(image[0], channels, valid, ids[i:i + PATCH_CHUNK], size, pad, span, blur, full_den)
+              for i in range(0, ids.numel(), PATCH_CHUNK)]
+    out_size = size // factor
+    return torch.cat(chunks) if chunks else image.new_zeros((0, len(channels), out_size, out_size), dtype=dtype)
+
+
+def _patch_windows(image: torch.Tensor, channels: list[int], valid: torch.Tensor, ids: torch.Tensor, size: int,
+                   pad: int, span: int, blur: _StripBlur, full_den: torch.Tensor) -> torch.Tensor:
+    """The normalised blur of the windows of patches ``ids`` of ``image`` ``(C, H, W)`` (its ``channels``)."""
+    (_, h, w), c = image.shape, len(channels)
+    nw, n = w // size, ids.numel()
+    z = torch.empty((n, c, span, span), device=image.device, dtype=full_den.dtype, memory_format=torch.channels_last)
+    ok = torch.zeros((n, span, span), device=image.device, dtype=torch.bool)
+    # each window copied as slices (a gather of every pixel costs more than the blur); past the image:
+    # zeros, invalid
+    for k, (r0, c0) in enumerate(zip((ids // nw * size - pad).tolist(), (ids % nw * size - pad).tolist())):
+        a0, a1, b0, b1 = max(r0, 0), min(r0 + span, h), max(c0, 0), min(c0 + span, w)
+        if (a0, a1, b0, b1) != (r0, r0 + span, c0, c0 + span):
+            z[k].zero_()
+        ok[k, a0 - r0:a1 - r0, b0 - c0:b1 - c0] = vk = valid[a0:a1, b0:b1]
+        for j, i in enumerate(channels):
+            torch.mul(image[i, a0:a1, b0:b1], vk, out=z[k, j, a0 - r0:a1 - r0, b0 - c0:b1 - c0])
+    num = blur(z, 1, padding=False)
+    positive = bool((full_den > 1e-6).all())
+    out = num / full_den  # the fully valid windows (their blurred mask; used as is where it has no zero)
+    partial = torch.nonzero(~ok.flatten(1).all(1)).flatten() if positive else torch.arange(n, device=image.device)
+    if partial.numel():
+        m = ok[partial][:, None].expand(-1, c, -1, -1).to(full_den.dtype).contiguous(memory_format=torch.channels_last)
+        zero = torch.zeros((), dtype=full_den.dtype, device=image.device)
+        out[partial] = _normalised(num[partial], blur(m, 1, padding=False), zero)
+    return out

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from .bands import GROUP_10M, GROUP_20M
 from .errors import S2VError
 from .grids import CommonGrid, SourceWindow, common_grid, is_aligned, read_on_grid, source_window, translated
-from .local import field_image, resample_patches, robust_field, sigma_for, tile_measurements
-from .mtf import band_sigmas_px, mtf_downsample
+from .local import field_image, resample_patches, robust_field, sigma_for, tile_measurements, tiles_near
+from .mtf import band_sigmas_px, mtf_downsample, mtf_downsample_patches
 from .pairing import Pair
 from .patches import PatchConfig, patch_bounds, take_patches, valid_triplets
 from .precision import full_float32
@@ -261,14 +261,25 @@ def valid_candidates(pid: str, v_valid, r10, ok10, r20, ok20, size: int) -> Cand
 
 
 def venus_at_s2_resolution(v, cand: Candidates, size: int) -> None:
-    """MTF-matched downsampling of VENuS to 10 m and 20 m on the whole common grid (normalised by the
-    validity, so patch borders see their true neighbours), cut into the candidates' patches (on the
-    stored int16, scaled afterwards: the blur is linear)."""
+    """MTF-matched downsampling of VENuS to 10 m and 20 m (normalised by the validity, so patch borders
+    see their true neighbours) of the candidates' patches (on the stored int16, scaled afterwards: the
+    blur is linear): only the candidates' windows are blurred when they cover less than the common
+    grid, else the whole grid by strips, then cut (the same bits either way)."""
     vs, q = v.scaled()
     for attr, group, res, factor in (("v10", GROUP_10M, 10.0, 2), ("v20", GROUP_20M, 20.0, 4)):
         channels = [VENUS_BANDS_READ.index(b) for b in group["venus"]]
-        low = mtf_downsample(vs[None], band_sigmas_px(group["s2"], res), factor, v.valid[None], channels=channels)[0]
-        setattr(cand, attr, take_patches(low, size // factor, cand.ids).div_(q))
+        sigmas = band_sigmas_px(group["s2"], res)
+        window = size + 2 * MTF_WINDOW_MARGIN_PX  # a patch and the pixels its kernels reach, about
+        if cand.ids.numel() * window**2 < vs.shape[-2] * vs.shape[-1]:
+            low = mtf_downsample_patches(vs[None], v.valid[None], sigmas, factor, cand.ids, size, channels)
+        else:
+            whole = mtf_downsample(vs[None], sigmas, factor, v.valid[None], channels=channels)[0]
+            low = take_patches(whole, size // factor, cand.ids)
+        setattr(cand, attr, low.div_(q))
+
+
+#: the 5 m pixels around a patch that its MTF kernels read (10 at 20 m), for the choice above
+MTF_WINDOW_MARGIN_PX = 10
 
 
 def fit_radiometry(pid: str, cand: Candidates, rc: RadiometryConfig, gen: torch.Generator):
@@ -360,12 +371,12 @@ def prepare_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str, in
         raise PairSkipped(f"{pid}: registration refused: {reg.reason}")
     r10, ok10, r20, ok20 = shift_sentinel2(inputs, reg, cfg, device)
     lap("shift")
-    field = local_field(blue, r10[0], ok10, inputs, reg, cfg)
-    lap("local")
     cand = valid_candidates(pid, v.valid, r10, ok10, r20, ok20, size)
     if cfg.swir_20m:
         cand.swir = take_patches(shift_swir(inputs, reg, cfg, device), size // 4, cand.ids)
     lap("patchify")
+    field = local_field(blue, r10[0], ok10, inputs, reg, cfg, cand.ids)
+    lap("local")
     venus_at_s2_resolution(v, cand, size)
     lap("mtf")
     gen = pair_generator(cfg.seed, pid)
@@ -400,18 +411,30 @@ def finish_pair(pair: Pair, prep: Prepared, cfg: PipelineConfig, inputs: PairInp
     return _result(pair, prep, selected, final, residuals, lap)
 
 
-def local_field(blue, s2_blue: torch.Tensor, s2_ok: torch.Tensor, inputs: PairInputs, reg, cfg: PipelineConfig):
+def local_field(blue, s2_blue: torch.Tensor, s2_ok: torch.Tensor, inputs: PairInputs, reg, cfg: PipelineConfig,
+                ids: torch.Tensor):
     """``registration.model=local``: the smooth field of the residual translations of the 10 m blue
-    tiles after the global shift (None for the translation model)."""
+    tiles after the global shift (None for the translation model), measured on the tiles that weigh
+    on the candidate patches ``ids`` (those within :data:`LOCAL_REACH_SIGMAS` of them)."""
     rc = cfg.registration
     if rc.model != "local":
         return None
     ref, _, ref_valid, _ = blue
-    centres, shifts, texture, _ = tile_measurements(ref, s2_blue, ref_valid, s2_ok, rc.local_tile_px)
+    sigma, tile = sigma_for(rc.local_tile_px, rc.local_smoothing_tiles), rc.local_tile_px
+    size, nw = cfg.patches.size_5m // 2, inputs.grid.width // cfg.patches.size_5m
+    r0, c0 = (ids // nw) * size, (ids % nw) * size
+    boxes = torch.stack([r0, r0 + size, c0, c0 + size], 1).to(ref.device)
+    wanted = tiles_near(boxes, ref.shape[0] // tile, ref.shape[1] // tile, tile, LOCAL_REACH_SIGMAS * sigma)
+    centres, shifts, texture, _ = tile_measurements(ref, s2_blue, ref_valid, s2_ok, tile, wanted)
     reg.mode = f"{reg.mode}+local"
     reg.extra["local_tiles"] = int(centres.shape[0])
-    return robust_field(centres, shifts, texture, sigma_for(rc.local_tile_px, rc.local_smoothing_tiles),
-                        rc.local_max_disagreement_px, rc.local_tile_px)
+    return robust_field(centres, shifts, texture, sigma, rc.local_max_disagreement_px, tile)
+
+
+#: Tiles farther than this many kernel sigmas from every candidate patch are not measured: their
+#: kernel weight there is below exp(-8) = 3e-4 of a tile's at the patch (the field moves by less than
+#: 1e-3 px without them).
+LOCAL_REACH_SIGMAS = 4.0
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 
 from s2v_gpu.bands import S2_MTF, mtf_sigma_m
 from s2v_gpu.errors import ShapeError
-from s2v_gpu.mtf import band_sigmas_px, centred_gaussian_kernel, mtf_downsample
+from s2v_gpu.mtf import band_sigmas_px, centred_gaussian_kernel, mtf_downsample, mtf_downsample_patches
 from s2v_gpu.pairing import PairingConfig, find_pairs
 from s2v_gpu.patches import patch_bounds, take_patches, to_patches, valid_triplets
 from s2v_gpu.products import parse_product_name
@@ -310,3 +310,19 @@ def test_fit_pixels_are_the_draw_over_the_kept_patches_pixels(device, n):
     idx = torch.randperm(pixels_v.shape[0], generator=torch.Generator().manual_seed(9))[:n].to(device)
     assert a.shape == (min(n, pixels_v.shape[0]), 3)
     assert torch.equal(a, pixels_v[idx]) and torch.equal(b, pixels_s[idx])
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_mtf_of_some_patches_is_the_whole_image_cut(device, factor):
+    """Blurring only the candidates' windows gives the patches of the whole image's masked blur bit for
+    bit: inside, at the image's borders (zeros past it) and next to a cloud."""
+    g = torch.Generator().manual_seed(5)
+    img = torch.randint(-100, 4000, (1, 5, 96, 128), generator=g, dtype=torch.int16).to(device)
+    valid = (torch.rand(1, 96, 128, generator=g) > 0.002).to(device)
+    valid[:, 30:45, 50:70] = False
+    sigmas, channels, size = [1.1, 2.0], [3, 1], 32
+    whole = mtf_downsample(img, sigmas, factor, valid, channels=channels)[0]
+    ids = torch.tensor([0, 3, 5, 6, 11], device=device)  # corners, an edge, the cloud's, the last
+    cut = take_patches(whole, size // factor, ids)
+    some = mtf_downsample_patches(img, valid, sigmas, factor, ids, size, channels)
+    assert torch.equal(some, cut) and some.shape == (5, 2, size // factor, size // factor)
