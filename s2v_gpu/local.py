@@ -153,19 +153,42 @@ def robust_field(centres: torch.Tensor, shifts: torch.Tensor, texture: torch.Ten
     return LocalField(centres, shifts, weights, sigma_px, tile_px)
 
 
-def field_image(field: LocalField, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The field and its support on every pixel of an ``h x w`` grid: evaluated at the tile centres
-    (a lattice), then bilinearly interpolated (the field is smooth at the tile scale).
+def field_at_patches(field: LocalField, h: int, w: int, ids: torch.Tensor, size: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The field and its support on every pixel of some ``size``-pixel patches of an ``h x w`` grid:
+    evaluated at the tile centres (a lattice), then bilinearly interpolated as ``F.interpolate`` would
+    upsample the whole lattice (``align_corners=False``, the last tile's values past the lattice), for
+    the patches' pixels only (the field is smooth at the tile scale).
 
-    Returns ``(field (2, h, w) pixels, support (h, w))``."""
-    tile_px = field.tile_px
-    nh, nw = max(1, h // tile_px), max(1, w // tile_px)
+    Returns ``(field (N, 2, size, size) pixels, support (N, size, size))``."""
+    t = field.tile_px
+    nh, nw = max(1, h // t), max(1, w // t)
     values, support = field.on_lattice(nh, nw)
-    lattice = torch.cat([values, support[None]]).float()
-    # lattice node k sits at (k + 0.5) * tile - 0.5: the centres of a tile_px upsampling
-    up = F.interpolate(lattice[None], size=(nh * tile_px, nw * tile_px), mode="bilinear", align_corners=False)[0]
-    up = F.pad(up[None], (0, w - nw * tile_px, 0, h - nh * tile_px), mode="replicate")[0]
-    return up[:2], up[2]
+    lattice = torch.cat([values, support[None]]).float()  # (3, nh, nw)
+    r0, c0 = (ids // (w // size)) * size, (ids % (w // size)) * size
+    m = (size - 1) // t + 4  # the nodes around a patch: one before, those it spans, one after
+    wr, nr = _bilinear_weights(r0, size, t, nh, m)  # (N, size, m), (N, m) node rows
+    wc, nc = _bilinear_weights(c0, size, t, nw, m)
+    sub = lattice[:, nr[:, :, None], nc[:, None, :]].transpose(0, 1)  # (N, 3, m, m)
+    up = wr[:, None] @ sub @ wc[:, None].transpose(-1, -2)  # (N, 3, size, size)
+    return up[:, :2], up[:, 2]
+
+
+def _bilinear_weights(start: torch.Tensor, size: int, t: int, nodes: int, m: int) -> tuple[torch.Tensor, ...]:
+    """Weights ``(N, size, m)`` of the ``m`` lattice nodes from ``start // t - 1`` (clamped to the
+    lattice, ``(N, m)`` returned too) at pixels ``start .. start + size - 1``: node k at pixel
+    ``(k + 0.5) t - 0.5``, constant before the first node and past the last."""
+    first = start // t - 1
+    node = (first[:, None] + torch.arange(m, device=start.device)).clamp(0, nodes - 1)  # (N, m)
+    pixel = (start[:, None] + torch.arange(size, device=start.device)).float()
+    src = ((pixel + 0.5) / t - 0.5).clamp(0, nodes - 1)
+    i0 = src.floor()
+    lam = src - i0
+    i0 = i0.long() - first[:, None]  # position among the m nodes
+    i1 = (i0 + 1).clamp(max=m - 1)
+    weights = torch.zeros((start.numel(), size, m), device=start.device)
+    weights.scatter_add_(2, i0[..., None], (1 - lam)[..., None]).scatter_add_(2, i1[..., None], lam[..., None])
+    return weights, node
 
 
 def resample_patches(raw: torch.Tensor, raw_valid: torch.Tensor, margin: int, size: int, ids: torch.Tensor,
@@ -174,7 +197,8 @@ def resample_patches(raw: torch.Tensor, raw_valid: torch.Tensor, margin: int, si
     own per-pixel displacement.
 
     Args:
-        raw: ``(C, H + 2m, W + 2m)`` the raw Sentinel-2 bands around the grid; ``raw_valid`` ``(H+2m, W+2m)``.
+        raw: ``(C, H + 2m, W + 2m)`` the raw Sentinel-2 bands around the grid; ``raw_valid`` ``(H+2m, W+2m)``
+            (None: the patches' validity is not wanted, None returned for it).
         margin: m (at least the largest displacement plus the kernel's reach).
         size: patch size at this resolution; ``ids``: ``(N,)`` patch numbers (row-major on the grid).
         disp: ``(N, 2, size, size)`` displacement of every pixel (x right, y down, pixels):
@@ -193,11 +217,19 @@ def resample_patches(raw: torch.Tensor, raw_valid: torch.Tensor, margin: int, si
     chunks = [_resample_chunk(raw, r0[i:i + PATCH_CHUNK], c0[i:i + PATCH_CHUNK], disp[i:i + PATCH_CHUNK], margin, k)
               for i in range(0, ids.numel(), PATCH_CHUNK)]
     out = torch.cat(chunks) if chunks else raw.new_zeros((0, raw.shape[0], size, size))
+    if raw_valid is None:
+        return out, None
     ext = size + 2 * margin
-    rr = r0[:, None] + torch.arange(ext, device=raw.device)[None]
-    cc = c0[:, None] + torch.arange(ext, device=raw.device)[None]
-    invalid = ~raw_valid[rr[:, :, None], cc[:, None, :]]  # (N, ext, ext)
+    invalid = ~_windows(raw_valid[None], r0, c0, ext)[:, 0]  # (N, ext, ext)
     return out, ~(invalid & _footprint(disp, margin, ext, kernel)).flatten(1).any(1)
+
+
+def _windows(x: torch.Tensor, r0: torch.Tensor, c0: torch.Tensor, size: int) -> torch.Tensor:
+    """``(n, C, size, size)``: the windows of ``x`` ``(C, H, W)`` at rows ``r0``, columns ``c0``
+    ``(n,)``, copied as slices (a gather of every pixel costs several times more)."""
+    if r0.numel() == 0:
+        return x.new_zeros((0, x.shape[0], size, size))
+    return torch.stack([x[:, r:r + size, c:c + size] for r, c in zip(r0.tolist(), c0.tolist())])
 
 
 def _footprint(disp: torch.Tensor, margin: int, ext: int, kernel: str) -> torch.Tensor:
@@ -228,9 +260,7 @@ def _resample_chunk(raw: torch.Tensor, r0: torch.Tensor, c0: torch.Tensor, disp:
     t = disp - lo[:, :, None, None].to(disp.dtype)  # >= 0: the displacement beyond the window's start
     span = int(t.max().floor()) + len(k.offsets)  # slices per pass
     start = margin + k.offsets[0] + lo  # window start in the raw, relative to the patch's corner
-    rr = r0[:, None] + start[:, 1:2] + torch.arange(s + span - 1, device=dev)[None]
-    cc = c0[:, None] + start[:, 0:1] + torch.arange(s + span - 1, device=dev)[None]
-    win = raw[:, rr[:, :, None], cc[:, None, :]].permute(1, 0, 2, 3)  # (n, C, L, L)
+    win = _windows(raw, r0 + start[:, 1], c0 + start[:, 0], s + span - 1)  # (n, C, L, L)
     # pass 1, along x, on every window row (the x displacement of the output row it feeds, about)
     rows = (torch.arange(win.shape[2], device=dev) + k.offsets[0]).clamp(0, s - 1)
     tmp = _slide_axis(win, t[:, 0][:, rows], -1, span, k)  # (n, C, L, s)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .bands import GROUP_10M, GROUP_20M
 from .errors import S2VError
 from .grids import CommonGrid, SourceWindow, common_grid, is_aligned, read_on_grid, source_window, translated
-from .local import field_image, resample_patches, robust_field, sigma_for, tile_measurements, tiles_near
+from .local import field_at_patches, resample_patches, robust_field, sigma_for, tile_measurements, tiles_near
 from .mtf import band_sigmas_px, mtf_downsample, mtf_downsample_patches
 from .pairing import Pair
 from .patches import PatchConfig, patch_bounds, take_patches, valid_triplets
@@ -441,8 +441,9 @@ LOCAL_REACH_SIGMAS = 4.0
 class PatchSource:
     """Where the local model reads one Sentinel-2 stack's patches again: ``values`` ``(C, Hs, Ws)``
     on its raw pixels, ``room`` the displacement (pixels at its resolution) its window holds beyond
-    the global shift, and ``sample(values, ids, size, disp)`` -> ``(patches, valid)`` resampling
-    ``values`` once at the global shift plus ``disp`` ``(N, 2, size, size)``."""
+    the global shift, and ``sample(values, ids, size, disp, valid=True)`` -> ``(patches, valid)``
+    resampling ``values`` once at the global shift plus ``disp`` ``(N, 2, size, size)`` (``valid``
+    False: the validity may be left out, None)."""
 
     values: torch.Tensor
     room: float
@@ -458,11 +459,12 @@ def patch_source(inputs: PairInputs, stack: BandStack | None, bands: tuple[str, 
     if not inputs.s2_aligned:
         win = off_grid_source(inputs, bands, res, reg, cfg, device)
         return PatchSource(win.stack.reflectance, win.pad_px - 1.0,
-                           lambda v, ids, size, disp: win.sample_patches(v, ids, size, disp, k))
+                           lambda v, ids, size, disp, valid=True: win.sample_patches(v, ids, size, disp, k))
     scale, margin = res / 10.0, inputs.margin if res == 10.0 else inputs.margin20
     d = torch.tensor(reg.shift_px, dtype=torch.float32, device=device).view(1, 2, 1, 1) / scale
     return PatchSource(stack.reflectance, margin - KERNELS[k].reach - 1.0 - float(d.abs().max()),
-                       lambda v, ids, size, disp: resample_patches(v, stack.valid, margin, size, ids, d + disp, k))
+                       lambda v, ids, size, disp, valid=True: resample_patches(v, stack.valid if valid else None,
+                                                                               margin, size, ids, d + disp, k))
 
 
 def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates, selected: torch.Tensor,
@@ -480,9 +482,8 @@ def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates
         return {"local_dx_m": zeros, "local_dy_m": zeros, "local_patch_dx_m": zeros, "local_patch_dy_m": zeros,
                 "local_trusted": torch.ones(n, dtype=torch.bool)}, selected
     size, rc, ids = cfg.patches.size_5m, cfg.registration, cand.ids[selected]
-    f10, support = field_image(field, inputs.grid.height // 2, inputs.grid.width // 2)
-    f10 = take_patches(f10.to(cand.s10.device), size // 2, ids)  # (N, 2, s, s)
-    low = take_patches(support[None].to(cand.s10.device), size // 2, ids).flatten(1).mean(1)
+    f10, support = field_at_patches(field, inputs.grid.height // 2, inputs.grid.width // 2, ids, size // 2)
+    low = support.flatten(1).mean(1)  # f10: (N, 2, s, s)
     src10 = patch_source(inputs, inputs.s10, GROUP_10M["s2"], 10.0, reg, cfg)
     src20 = patch_source(inputs, inputs.s20, GROUP_20M["s2"], 20.0, reg, cfg)
     reach = f10.flatten(1).abs().amax(1)
@@ -491,7 +492,7 @@ def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates
     own = torch.zeros((n, 2), dtype=f10.dtype, device=f10.device)
     if rc.local_per_patch and fitted10 is not None:
         # the estimator sums a group's bands, and resampling is linear: the sum of the bands is probed
-        probe, _ = src10.sample(src10.values.sum(0, keepdim=True), ids, size // 2, f10)
+        probe, _ = src10.sample(src10.values.sum(0, keepdim=True), ids, size // 2, f10, valid=False)
         own = _patch_offsets(probe, fitted10[selected], trusted, cfg).to(f10.dtype)
         f10 = f10 + own.view(-1, 2, 1, 1)
     # every band resampled once from the raw pixels, at the global shift + the field (+ the patch's own)

@@ -208,3 +208,31 @@ def test_lattice_sums_are_the_kernel_average_over_every_tile():
     torch.testing.assert_close(lattice.flatten(1).T, direct, atol=1e-9, rtol=0)
     torch.testing.assert_close(lattice_support.flatten(), support, atol=1e-9, rtol=0)
     assert isinstance(field, LocalField) and field.tile_px == tile
+
+
+@pytest.mark.parametrize("h, w, tile, size", [(300, 410, 32, 64), (250, 250, 48, 40), (130, 200, 16, 8)])
+def test_field_at_patches_is_the_upsampled_lattice_cut(h, w, tile, size):
+    """The field on the patches' pixels equals the whole lattice upsampled by ``F.interpolate``
+    (bilinear, edge values past the lattice) and cut, to float32 rounding: power-of-two tiles or not,
+    patches past the lattice's last node included."""
+    import torch.nn.functional as F
+
+    from s2v_gpu.local import LocalField, field_at_patches
+    from s2v_gpu.patches import take_patches
+
+    g = torch.Generator().manual_seed(1)
+    nh, nw = h // tile, w // tile
+    rr, cc = torch.meshgrid(torch.arange(nh), torch.arange(nw), indexing="ij")
+    centres = torch.stack([(cc.flatten() + 0.5) * tile - 0.5, (rr.flatten() + 0.5) * tile - 0.5], 1).double()
+    keep = torch.rand(centres.shape[0], generator=g) > 0.3
+    k = int(keep.sum())
+    field = LocalField(centres[keep], torch.randn(k, 2, generator=g, dtype=torch.float64),
+                       torch.rand(k, generator=g, dtype=torch.float64), 0.5 * tile, tile)
+    values, support = field.on_lattice(nh, nw)
+    lattice = torch.cat([values, support[None]]).float()[None]
+    up = F.interpolate(lattice, size=(nh * tile, nw * tile), mode="bilinear", align_corners=False)
+    up = F.pad(up, (0, w - nw * tile, 0, h - nh * tile), mode="replicate")[0]
+    ids = torch.arange((h // size) * (w // size))
+    f, s = field_at_patches(field, h, w, ids, size)
+    torch.testing.assert_close(f, take_patches(up[:2], size, ids), atol=1e-6, rtol=0)
+    torch.testing.assert_close(s, take_patches(up[2:], size, ids)[:, 0], atol=1e-6, rtol=0)
