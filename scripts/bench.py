@@ -287,7 +287,8 @@ def run_references(pair, args, truth, repeats: int) -> dict:
     of both groups with the normalised blur (the same work as ours)."""
     nan = float("nan")
     out = dict.fromkeys(("reference_registration_s", "reference_shift_error_m", "reference_blur_fit_s",
-                         "same_budget_registration_s", "same_budget_shift_error_m", "same_work_blur_fit_s"), nan)
+                         "same_budget_registration_s", "same_budget_shift_error_m", "same_work_blur_fit_s",
+                         "whole_image_blur_s"), nan)
     if args.no_reference:
         return out
     from s2v_gpu.mtf import band_sigmas_px
@@ -312,7 +313,21 @@ def run_references(pair, args, truth, repeats: int) -> dict:
     valid = (v10.valid & v20.valid).numpy()
     out["same_work_blur_fit_s"], _ = median_time(
         lambda: reference_blur_fit_same_work(bands, valid, {"10m": s10, "20m": s20}, groups), repeats)
+    v = venus.read(VENUS_BANDS_READ, bounds)
+    out["whole_image_blur_s"], _ = median_time(lambda: whole_image_blur(v, groups), repeats)
     return out
+
+
+def whole_image_blur(v, groups: dict) -> None:
+    """Our masked MTF blur of both groups over the whole common grid of the VENuS stack ``v`` (the work
+    of the scipy reference; the pipeline blurs only the candidates' windows when they cover less)."""
+    from s2v_gpu.mtf import mtf_downsample
+
+    vs, _ = v.scaled()
+    for name, group in (("10m", GROUP_10M), ("20m", GROUP_20M)):
+        sigmas, factor = groups[name]
+        channels = [VENUS_BANDS_READ.index(b) for b in group["venus"]]
+        mtf_downsample(vs[None], sigmas, factor, v.valid[None], channels=channels)
 
 
 def main(argv=None) -> int:
@@ -425,7 +440,8 @@ def main(argv=None) -> int:
         print(f"ours seeded by Kornia SIFT instead (CUDA's default) {refs['sift_seed_registration_s']:8.2f} s, "
               f"shift error {refs['sift_seed_shift_error_m']:.2f} m")
     print(f"like for like: scipy normalised blur + lstsq, both groups {refs['same_work_blur_fit_s']:8.2f} s "
-          f"(ours {results['blur_fit_s']:.2f} s)")
+          f"(ours {refs['whole_image_blur_s']:.2f} s for the blur of the whole grid + fit {stages['fit']:.2f} s; "
+          f"the pipeline blurs only the candidates' windows: mtf+fit {results['blur_fit_s']:.2f} s)")
     print(f"peak memory          host {peak_host_mb:.0f} MB, device {peak_device_mb:.0f} MB")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
