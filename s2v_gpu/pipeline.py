@@ -12,6 +12,7 @@ import enum
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -447,7 +448,7 @@ class PatchSource:
 
     values: torch.Tensor
     room: float
-    sample: object
+    sample: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def patch_source(inputs: PairInputs, stack: BandStack | None, bands: tuple[str, ...], res: float,
