@@ -22,6 +22,8 @@ VENUS_RESOLUTION: dict[str, float] = {"XS": 5.0}
 #: VENuS B11 serves twice, for the wide (B8) and the narrow (B8A) near infrared.
 GROUP_10M = {"s2": ("B2", "B3", "B4", "B8"), "venus": ("B3", "B4", "B7", "B11")}
 GROUP_20M = {"s2": ("B5", "B6", "B7", "B8A"), "venus": ("B8", "B9", "B10", "B11")}
+#: Sentinel-2's SWIR bands at 20 m (``swir_20m``: no VENuS counterpart)
+SWIR_20M = ("B11", "B12")
 
 #: Sentinel-2 MTF at Nyquist, per band (sensorsio 1.0.2).
 S2_MTF: dict[str, float] = {

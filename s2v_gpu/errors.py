@@ -32,6 +32,10 @@ class ShapeError(S2VError, ValueError):
     """A tensor given to a pipeline stage does not have the documented shape."""
 
 
+class PairSkipped(S2VError, RuntimeError):
+    """A pair cannot give patches (no overlap, weak registration, no valid patch...); the reason says why."""
+
+
 
 def check_shape(tensor, ndim: int, name: str, channels: int | None = None) -> None:
     """Raise :class:`ShapeError` unless ``tensor`` has ``ndim`` dims (and ``channels`` at dim -3)."""
