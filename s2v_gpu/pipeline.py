@@ -1,4 +1,5 @@
-"""One pair through every stage: read, grids, register, shift, patches, MTF, fit, select.
+"""One pair through every stage: read, grids, register, shift, patches, MTF, fit, select (the local
+registration model's stage: :mod:`s2v_gpu.local_stage`).
 
 I/O happens at the start (products in, :func:`load_pair`); every step after the reads is a tensor
 function on one device, except the re-read of an off-grid Sentinel-2 (see :func:`shift_sentinel2`).
