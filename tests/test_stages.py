@@ -317,8 +317,9 @@ def test_mtf_of_some_patches_is_the_whole_image_cut(device, factor):
     """Blurring only the candidates' windows gives the patches of the whole image's masked blur bit for
     bit: inside, at the image's borders (zeros past it) and next to a cloud."""
     g = torch.Generator().manual_seed(5)
-    img = torch.randint(-100, 4000, (1, 5, 96, 128), generator=g, dtype=torch.int16).to(device)
-    valid = (torch.rand(1, 96, 128, generator=g) > 0.002).to(device)
+    # 100 x 132: past the 3 x 4 patch grid, real pixels the last windows read
+    img = torch.randint(-100, 4000, (1, 5, 100, 132), generator=g, dtype=torch.int16).to(device)
+    valid = (torch.rand(1, 100, 132, generator=g) > 0.002).to(device)
     valid[:, 30:45, 50:70] = False
     sigmas, channels, size = [1.1, 2.0], [3, 1], 32
     whole = mtf_downsample(img, sigmas, factor, valid, channels=channels)[0]
