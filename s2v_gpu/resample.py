@@ -338,13 +338,16 @@ class GridSampler:
         columns = [self._lines(vert, 1, self.cols, self.pad + nx + o) for o in k.offsets]
         value, dx = _weighted_sum(wx, columns), _weighted_sum(dwx, columns)
         dy = _weighted_sum(wx, [self._lines(dvert, 1, self.cols, self.pad + nx + o) for o in k.offsets])
-        c = [self.pad + nx + o for o in k.offsets]
-        if ny not in self._ok_rows:
-            self._ok_rows = {ny: torch.stack([self._lines(self.ok, 0, self.rows, self.pad + ny + o)
-                                              for o in k.offsets]).all(0)}
-        ok_rows = self._ok_rows[ny]
-        ok = torch.stack([self._lines(ok_rows, 1, self.cols, ci) for ci in c]).all(0)
-        return value, dx, dy, ok
+        return value, dx, dy, self._valid(nx, ny).clone()  # the caller may narrow it in place
+
+    def _valid(self, nx: int, ny: int) -> torch.Tensor:
+        """Every tap valid and inside, for a whole shift ``(nx, ny)`` (kept: the steps rarely change it)."""
+        if (nx, ny) not in self._ok_rows:
+            offsets = self.k.offsets
+            rows = torch.stack([self._lines(self.ok, 0, self.rows, self.pad + ny + o) for o in offsets]).all(0)
+            self._ok_rows = {(nx, ny): torch.stack([self._lines(rows, 1, self.cols, self.pad + nx + o)
+                                                    for o in offsets]).all(0)}
+        return self._ok_rows[(nx, ny)]
 
     @staticmethod
     def _lines(x: torch.Tensor, dim: int, grid: range, offset: int) -> torch.Tensor:
