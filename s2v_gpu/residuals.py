@@ -111,7 +111,11 @@ def patch_residuals(s: torch.Tensor, f: torch.Tensor, iterations: int = 3) -> di
     check_shape(s, 4, "s")
     check_shape(f, 4, "f")
     work = s.dtype if s.dtype == torch.float64 else torch.float32
-    b = max(2, min(BORDER_PX, min(f.shape[-2:]) // 8))  # small patches keep most of their pixels
+    side = min(f.shape[-2:])
+    b = max(2, min(BORDER_PX, side // 8))  # small patches keep most of their pixels
+    b = b if side - 2 * b >= 2 else max(1, (side - 2) // 2)  # a 4 px patch (20 m of size_5m=16): 2 x 2 samples
+    if side - 2 * b < 1:
+        raise ValueError(f"patches of {side} px are too small to measure a residual translation")
     k = SAMPLE_STRIDE if min(f.shape[-2:]) - 2 * b >= STRIDE_FROM_PX else 1
     # one band per group: the sum of its bands (the same geometry; 4x less work than band by band);
     # the gradients of f are warped with it (a translation commutes with the gradient)
@@ -123,6 +127,8 @@ def patch_residuals(s: torch.Tensor, f: torch.Tensor, iterations: int = 3) -> di
     for it in range(iterations):
         warped = f3[inner] if it == 0 else warp_patches(f3, -r, k, b)
         delta, texture, rmse = _step(s3, warped.flatten(2))
+        # a patch that constrains nothing (too few samples, no texture) must not poison the warps
+        delta = torch.where(torch.isfinite(delta), delta, torch.full_like(delta, 2 * MAX_RESIDUAL_PX))
         r = (r + delta).clamp(-MAX_RESIDUAL_PX, MAX_RESIDUAL_PX)
     # the steps contract the error about fourfold: a last step under 0.1 px leaves ~0.02 px
     converged = (r.abs() < MAX_RESIDUAL_PX).all(1) & (delta.norm(dim=1) < 0.1)

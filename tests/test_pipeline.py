@@ -12,6 +12,7 @@ from s2v_gpu.patches import PatchConfig
 from s2v_gpu.pipeline import VENUS_BANDS_READ, PairSkipped, PipelineConfig, process_pair
 from s2v_gpu.products import find_products
 from s2v_gpu.radiometry import RadiometryConfig
+from s2v_gpu.registration import RegistrationConfig
 from s2v_gpu.selection import SelectionConfig
 from s2v_gpu.synthetic import SyntheticConfig, SyntheticDate, generate
 
@@ -156,6 +157,17 @@ def test_selection_cap_and_outlier_removal(archive):
     assert result.stats["patches_kept"] + result.stats["dropped_outlier"] == 5
     with pytest.raises(PairSkipped, match="every selected patch is an outlier"):
         process_pair(pair, _cfg(selection=SelectionConfig(max_patches=500, outlier_rmse=1e-6)))
+
+
+@pytest.mark.parametrize("model", ["translation", "local"])
+def test_the_smallest_patch_size_runs_to_finite_residuals(archive, model):
+    """``patches.size_5m=16`` (the smallest the configuration accepts: 4 px at 20 m) used to crash in
+    the residual measurement (an empty sample set, NaN, then an index out of bounds)."""
+    cfg = PipelineConfig(patches=PatchConfig(16), radiometry=RadiometryConfig(min_pixels=200),
+                         registration=RegistrationConfig(model=model))
+    result = process_pair(_pairs(archive)[1], cfg)
+    assert result.stats["patches_kept"] > 100
+    assert all(np.isfinite(result.patches[k].numpy()).all() for k in ("res10_dx_m", "res20_dy_m", "local_dx_m"))
 
 
 def test_fully_cloudy_pair_is_skipped(tiny_archive):

@@ -152,3 +152,19 @@ def test_measured_residuals_agree_with_the_ground_truth_of_an_urban_site(tmp_pat
     measured = np.stack([r.patches["res10_dx_m"].numpy(), r.patches["res10_dy_m"].numpy()], 1)
     err = np.hypot(*(measured - expected).T)
     assert np.median(err) <= 0.3, err
+
+
+@pytest.mark.parametrize("side", [4, 5, 8])
+def test_the_smallest_patches_and_flat_ones_give_finite_residuals(side):
+    """``size_5m=16`` makes 4 px patches at 20 m (the estimator's border left no sample: NaN, then a
+    crash in the warp); a flat pair of patches constrains nothing. Both give finite numbers, the flat
+    ones no texture and no shift."""
+    from s2v_gpu.residuals import patch_residuals
+
+    g = torch.Generator().manual_seed(3)
+    f = torch.rand(6, 4, side, side, generator=g)
+    s = torch.roll(f, 1, dims=3)
+    f[:3], s[:3] = 0.2, 0.2  # flat
+    m = patch_residuals(s, f)
+    assert all(bool(torch.isfinite(v).all()) for v in (m["r"], m["texture"], m["rmse"]))
+    assert (m["texture"][:3] == 0).all() and (m["r"][:3] == 0).all() and (m["texture"][3:] > 0).all()
