@@ -120,8 +120,11 @@ def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates
     low = support.flatten(1).mean(1)  # f10: (N, 2, s, s)
     src10 = patch_source(inputs, inputs.s10, GROUP_10M["s2"], 10.0, reg, cfg)
     src20 = patch_source(inputs, inputs.s20, GROUP_20M["s2"], 20.0, reg, cfg)
-    reach = f10.flatten(1).abs().amax(1)
-    trusted = (low >= rc.local_min_support) & (reach <= src10.room) & (reach / 2 <= src20.room)
+    reach = f10.flatten(1).abs().amax(1)  # pixels at 10 m, along x or y
+    # the documented bound (on the VENuS grid the read margin may hold more; off it, exactly that)
+    # and what the windows hold
+    trusted = (low >= rc.local_min_support) & (reach * 10.0 <= rc.local_max_field_m)
+    trusted &= (reach <= src10.room) & (reach / 2 <= src20.room)
     f10 = f10 * trusted.view(-1, 1, 1, 1)
     own = torch.zeros((n, 2), dtype=f10.dtype, device=f10.device)
     if rc.local_per_patch and fitted10 is not None:

@@ -170,6 +170,16 @@ def test_the_smallest_patch_size_runs_to_finite_residuals(archive, model):
     assert all(np.isfinite(result.patches[k].numpy()).all() for k in ("res10_dx_m", "res20_dy_m", "local_dx_m"))
 
 
+def test_a_field_beyond_local_max_field_m_is_not_applied(archive):
+    """``local_max_field_m`` bounds the field a patch may take, on the VENuS grid too (where the read
+    margin, sized by the registration's reach as well, would hold more): at 0 no patch is moved by a
+    field nor claims it."""
+    cfg = _cfg(registration=RegistrationConfig(model="local", local_max_field_m=0.0))
+    result = process_pair(_pairs(archive)[1], cfg)
+    assert result.stats["patches_kept"] > 0 and not result.patches["local_trusted"].any()
+    assert not result.patches["local_dx_m"].any() and not result.patches["local_patch_dx_m"].any()
+
+
 def test_fully_cloudy_pair_is_skipped(tiny_archive):
     pair = [p for p in find_pairs(find_products(tiny_archive.root), "SYNTH-1") if p.date == "2018-07-12"][0]
     with pytest.raises(PairSkipped, match="no valid VENuS pixel"):
