@@ -231,7 +231,8 @@ def validate(cfg: RunConfig) -> None:
 
 
 #: Revision of ``registration.model=local``'s arithmetic, in its folders' configuration hash (2, in
-#: 0.3.1: applied off the VENuS grid, the field's room checked at 10 m too, float32 accumulation).
+#: 0.3.1: applied off the VENuS grid, the field's room checked at 10 m too and ``local_max_field_m``
+#: on the grid too, tiles measured around the candidates only, float32 accumulation).
 LOCAL_MODEL_REVISION = 2
 
 
