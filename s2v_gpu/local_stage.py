@@ -125,7 +125,7 @@ def apply_local_field(pid: str, field, inputs: PairInputs, reg, cand: Candidates
     # and what the windows hold
     trusted = (low >= rc.local_min_support) & (reach * 10.0 <= rc.local_max_field_m)
     trusted &= (reach <= src10.room) & (reach / 2 <= src20.room)
-    f10 = f10 * trusted.view(-1, 1, 1, 1)
+    f10 = torch.where(trusted.view(-1, 1, 1, 1), f10, 0.0)  # untrusted: exactly 0 (a product keeps -0.0)
     own = torch.zeros((n, 2), dtype=f10.dtype, device=f10.device)
     if rc.local_per_patch and fitted10 is not None:
         # the estimator sums a group's bands, and resampling is linear: the sum of the bands is probed
@@ -159,4 +159,4 @@ def _patch_offsets(s10: torch.Tensor, fitted10: torch.Tensor, trusted: torch.Ten
     m = patch_residuals(s10.to(fitted10.dtype), fitted10, cfg.residual_iterations)
     offset = m["r"]
     agree = m["converged"] & trusted & (offset.norm(dim=1) <= cfg.registration.local_max_disagreement_px)
-    return offset * agree[:, None]
+    return torch.where(agree[:, None], offset, 0.0)

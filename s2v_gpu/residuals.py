@@ -137,4 +137,4 @@ def patch_residuals(s: torch.Tensor, f: torch.Tensor, iterations: int = 3) -> di
 
 def to_metres(r: torch.Tensor, res: float) -> torch.Tensor:
     """``(N, 2)`` pixels (x right, y down) -> metres (x east, y north)."""
-    return torch.stack([r[:, 0] * res, -r[:, 1] * res], 1)
+    return torch.stack([r[:, 0] * res, 0.0 - r[:, 1] * res], 1)  # 0 - y: a zero stays +0.0, not -0.0
