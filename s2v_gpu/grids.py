@@ -19,6 +19,7 @@ from affine import Affine
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 
+from .patches import patch_corners
 from .products.product import BandStack, Grid, MaskConfig, TheiaProduct
 from .resample import KERNELS, sample_at
 
@@ -154,8 +155,8 @@ class SourceWindow:
             ``(patches (N, C, size, size), valid (N,) bool)``: valid when every tap is a valid pixel of
             the window.
         """
-        n, nw = ids.numel(), self.cols.shape[1] // size
-        r0, c0 = (ids // nw) * size, (ids % nw) * size
+        n = ids.numel()
+        r0, c0 = patch_corners(ids, size, self.cols.shape[1])
         along = torch.arange(size, device=ids.device)
         rr = (r0[:, None] + along[None])[:, :, None]  # (N, s, 1)
         cc = (c0[:, None] + along[None])[:, None, :]  # (N, 1, s)

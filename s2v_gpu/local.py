@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .patches import patch_corners
 from .resample import KERNELS
 from .residuals import patch_residuals
 
@@ -165,7 +166,7 @@ def field_at_patches(field: LocalField, h: int, w: int, ids: torch.Tensor, size:
     nh, nw = max(1, h // t), max(1, w // t)
     values, support = field.on_lattice(nh, nw)
     lattice = torch.cat([values, support[None]]).float()  # (3, nh, nw)
-    r0, c0 = (ids // (w // size)) * size, (ids % (w // size)) * size
+    r0, c0 = patch_corners(ids, size, w)
     m = (size - 1) // t + 4  # the nodes around a patch: one before, those it spans, one after
     wr, nr = _bilinear_weights(r0, size, t, nh, m)  # (N, size, m), (N, m) node rows
     wc, nc = _bilinear_weights(c0, size, t, nw, m)
@@ -210,8 +211,7 @@ def resample_patches(raw: torch.Tensor, raw_valid: torch.Tensor, margin: int, si
         ``(patches (N, C, size, size), valid (N,) bool)``: valid when every raw pixel in the box that
         the taps of the patch's pixels span is valid (the box of a smooth field is its footprint).
     """
-    nw = (raw.shape[2] - 2 * margin) // size
-    r0, c0 = (ids // nw) * size, (ids % nw) * size
+    r0, c0 = patch_corners(ids, size, raw.shape[2] - 2 * margin)
     k = KERNELS[kernel]
     disp = disp.clamp(-margin + k.reach + 0.5, margin - k.reach - 0.5)
     chunks = [_resample_chunk(raw, r0[i:i + PATCH_CHUNK], c0[i:i + PATCH_CHUNK], disp[i:i + PATCH_CHUNK], margin, k)
@@ -277,12 +277,6 @@ def _slide_axis(x: torch.Tensor, t: torch.Tensor, dim: int, span: int, k) -> tor
         piece = x[..., j:j + n_out] if dim == -1 else x[:, :, j:j + n_out]
         out = piece * w[j][:, None] if out is None else out.addcmul_(piece, w[j][:, None])
     return out
-
-
-def patch_centres(ids: torch.Tensor, size: int, grid_width: int) -> torch.Tensor:
-    """``(N, 2)`` centres (x, y pixels) of patches of ``size`` numbered row-major on a grid ``grid_width`` wide."""
-    nw = grid_width // size
-    return torch.stack([(ids % nw) * size + (size - 1) / 2, (ids // nw) * size + (size - 1) / 2], 1).double()
 
 
 def sigma_for(tile_px: int, smoothing_tiles: float) -> float:

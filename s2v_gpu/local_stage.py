@@ -19,6 +19,7 @@ from .bands import GROUP_10M, GROUP_20M, SWIR_20M
 from .errors import PairSkipped
 from .grids import SourceWindow, source_window, translated
 from .local import field_at_patches, resample_patches, robust_field, sigma_for, tile_measurements, tiles_near
+from .patches import patch_corners
 from .products.product import BandStack
 from .registration import RegistrationResult
 from .resample import KERNELS
@@ -55,8 +56,8 @@ def local_field(blue, s2_blue: torch.Tensor, s2_ok: torch.Tensor, inputs: PairIn
         return None
     ref, _, ref_valid, _ = blue
     sigma, tile = sigma_for(rc.local_tile_px, rc.local_smoothing_tiles), rc.local_tile_px
-    size, nw = cfg.patches.size_5m // 2, inputs.grid.width // cfg.patches.size_5m
-    r0, c0 = (ids // nw) * size, (ids % nw) * size
+    size = cfg.patches.size_5m // 2
+    r0, c0 = patch_corners(ids, size, ref.shape[1])
     boxes = torch.stack([r0, r0 + size, c0, c0 + size], 1).to(ref.device)
     wanted = tiles_near(boxes, ref.shape[0] // tile, ref.shape[1] // tile, tile, LOCAL_REACH_SIGMAS * sigma)
     centres, shifts, texture, _ = tile_measurements(ref, s2_blue, ref_valid, s2_ok, tile, wanted)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .bands import S2_MTF, mtf_sigma_m
 from .errors import check_shape
+from .patches import patch_corners
 
 #: Input rows per strip of the masked blur: small strips stay in the CPU caches, large ones keep a GPU
 #: busy; either way the working memory is bounded whatever the site size.
@@ -232,6 +233,7 @@ def mtf_downsample_patches(image: torch.Tensor, valid: torch.Tensor, sigmas_px: 
     valid = (valid[:, None] if valid.dim() == 3 else valid)[0, 0]
     span = size + 2 * pad + extra
     full_den = blur(torch.ones((1, len(channels), span, span), device=image.device, dtype=dtype), 1, padding=False)
+    full_den = full_den if bool((full_den > 1e-6).all()) else None  # None: every window normalised as partial
     chunks = [_patch_windows(image[0], channels, valid, ids[i:i + PATCH_CHUNK], size, pad, span, blur, full_den)
               for i in range(0, ids.numel(), PATCH_CHUNK)]
     out_size = size // factor
@@ -239,15 +241,17 @@ def mtf_downsample_patches(image: torch.Tensor, valid: torch.Tensor, sigmas_px: 
 
 
 def _patch_windows(image: torch.Tensor, channels: list[int], valid: torch.Tensor, ids: torch.Tensor, size: int,
-                   pad: int, span: int, blur: _StripBlur, full_den: torch.Tensor) -> torch.Tensor:
-    """The normalised blur of the windows of patches ``ids`` of ``image`` ``(C, H, W)`` (its ``channels``)."""
-    (_, h, w), c = image.shape, len(channels)
-    nw, n = w // size, ids.numel()
-    z = torch.empty((n, c, span, span), device=image.device, dtype=full_den.dtype, memory_format=torch.channels_last)
+                   pad: int, span: int, blur: _StripBlur, full_den: torch.Tensor | None) -> torch.Tensor:
+    """The normalised blur of the windows of patches ``ids`` of ``image`` ``(C, H, W)`` (its ``channels``);
+    ``full_den``: a fully valid window's blurred mask (None where it has a zero)."""
+    (_, h, w), c, n = image.shape, len(channels), ids.numel()
+    dtype = blur.both.dtype
+    z = torch.empty((n, c, span, span), device=image.device, dtype=dtype, memory_format=torch.channels_last)
     ok = torch.zeros((n, span, span), device=image.device, dtype=torch.bool)
     # each window copied as slices (a gather of every pixel costs more than the blur); past the image:
     # zeros, invalid
-    for k, (r0, c0) in enumerate(zip((ids // nw * size - pad).tolist(), (ids % nw * size - pad).tolist())):
+    rows, cols = patch_corners(ids, size, w)
+    for k, (r0, c0) in enumerate(zip((rows - pad).tolist(), (cols - pad).tolist())):
         a0, a1, b0, b1 = max(r0, 0), min(r0 + span, h), max(c0, 0), min(c0 + span, w)
         if (a0, a1, b0, b1) != (r0, r0 + span, c0, c0 + span):
             z[k].zero_()
@@ -255,11 +259,12 @@ def _patch_windows(image: torch.Tensor, channels: list[int], valid: torch.Tensor
         for j, i in enumerate(channels):
             torch.mul(image[i, a0:a1, b0:b1], vk, out=z[k, j, a0 - r0:a1 - r0, b0 - c0:b1 - c0])
     num = blur(z, 1, padding=False)
-    positive = bool((full_den > 1e-6).all())
-    out = num / full_den  # the fully valid windows (their blurred mask; used as is where it has no zero)
-    partial = torch.nonzero(~ok.flatten(1).all(1)).flatten() if positive else torch.arange(n, device=image.device)
+    if full_den is None:
+        out, partial = torch.empty_like(num), torch.arange(n, device=image.device)
+    else:  # the fully valid windows: their blurred mask, used as is (it has no zero)
+        out, partial = num / full_den, torch.nonzero(~ok.flatten(1).all(1)).flatten()
     if partial.numel():
-        m = ok[partial][:, None].expand(-1, c, -1, -1).to(full_den.dtype).contiguous(memory_format=torch.channels_last)
-        zero = torch.zeros((), dtype=full_den.dtype, device=image.device)
+        m = ok[partial][:, None].expand(-1, c, -1, -1).to(dtype).contiguous(memory_format=torch.channels_last)
+        zero = torch.zeros((), dtype=dtype, device=image.device)
         out[partial] = _normalised(num[partial], blur(m, 1, padding=False), zero)
     return out

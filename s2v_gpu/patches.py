@@ -53,6 +53,13 @@ def take_patches(image: torch.Tensor, size: int, ids: torch.Tensor, channels: li
     return grid[r[:, None], c[:, None], ch[None, :]]
 
 
+def patch_corners(ids: torch.Tensor, size: int, grid_width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, cols)`` ``(N,)``: the top-left pixel of patches ``ids`` of :func:`to_patches`'s numbering
+    (``size``-pixel patches, row by row, on a grid ``grid_width`` pixels wide)."""
+    nw = grid_width // size
+    return (ids // nw) * size, (ids % nw) * size
+
+
 def patch_grid_shape(height_5m: int, width_5m: int, size_5m: int) -> tuple[int, int]:
     return height_5m // size_5m, width_5m // size_5m
 

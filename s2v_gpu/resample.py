@@ -321,7 +321,7 @@ class GridSampler:
         self.img[p:p + h, p:p + w] = self.image
         self.ok = torch.zeros((h + 2 * p, w + 2 * p), dtype=torch.bool, device=self.image.device)
         self.ok[p:p + h, p:p + w] = self.valid
-        self._ok_rows = {}
+        self._valid_cache = {}
 
     def __call__(self, shift: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(value, d/dx, d/dy, ok)`` at ``(cols + dx, rows + dy)``, each ``(len(rows), len(cols))``;
@@ -342,12 +342,12 @@ class GridSampler:
 
     def _valid(self, nx: int, ny: int) -> torch.Tensor:
         """Every tap valid and inside, for a whole shift ``(nx, ny)`` (kept: the steps rarely change it)."""
-        if (nx, ny) not in self._ok_rows:
+        if (nx, ny) not in self._valid_cache:
             offsets = self.k.offsets
             rows = torch.stack([self._lines(self.ok, 0, self.rows, self.pad + ny + o) for o in offsets]).all(0)
-            self._ok_rows = {(nx, ny): torch.stack([self._lines(rows, 1, self.cols, self.pad + nx + o)
+            self._valid_cache = {(nx, ny): torch.stack([self._lines(rows, 1, self.cols, self.pad + nx + o)
                                                     for o in offsets]).all(0)}
-        return self._ok_rows[(nx, ny)]
+        return self._valid_cache[(nx, ny)]
 
     @staticmethod
     def _lines(x: torch.Tensor, dim: int, grid: range, offset: int) -> torch.Tensor:
@@ -393,9 +393,9 @@ def _shift_window(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int, a: int,
                   kernel: Kernel) -> tuple[torch.Tensor, torch.Tensor] | None:
     """:func:`_shift_axis` for outputs ``a:b`` of ``dim`` only, when every tap they use is inside (no
     padding, the same arithmetic per output); None when a tap would fall outside."""
-    n = int(math.floor(d))
-    if a + n + kernel.offsets[0] < 0 or b + n + kernel.offsets[-1] > x.shape[dim] - 1:
+    if not _taps_inside(x.shape[dim], d, a, b, kernel):
         return None
+    n = int(math.floor(d))
     weights = kernel.weights(torch.tensor(d - n, dtype=torch.float64)).tolist()
     out = good = None
     for w, o in zip(weights, kernel.offsets):
