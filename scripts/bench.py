@@ -270,7 +270,8 @@ def check_arguments(args) -> str | None:
 
 def seed_references(pair, truth, repeats: int) -> dict:
     """Phase correlation alone (our seed, the same tiles, no refinement) and ours seeded by Kornia SIFT
-    instead (what CUDA and ``seed=sift`` run), timed on the same blue images."""
+    instead (what CUDA and ``seed=sift`` run), timed on the same blue images, on the CPU whatever the
+    bench's device (they are CPU references, like OpenCV's)."""
     from s2v_gpu.registration import RegistrationConfig, phase_seed, register
 
     blue = blue_pair(pair, "cpu")
@@ -438,9 +439,9 @@ def main(argv=None) -> int:
           f"{refs['same_budget_registration_s']:8.2f} s, shift error {refs['same_budget_shift_error_m']:.2f} m "
           f"(ours {stages['register']:.2f} s, {shift_err:.2f} m)")
     if "phase_only_registration_s" in refs:
-        print(f"phase correlation alone (our seed, same tiles, no refinement) "
+        print(f"on the CPU: phase correlation alone (our seed, same tiles, no refinement) "
               f"{refs['phase_only_registration_s']:8.3f} s, shift error {refs['phase_only_shift_error_m']:.2f} m")
-        print(f"ours seeded by Kornia SIFT instead (CUDA's default) {refs['sift_seed_registration_s']:8.2f} s, "
+        print(f"on the CPU: ours seeded by Kornia SIFT instead (CUDA's default) {refs['sift_seed_registration_s']:8.2f} s, "
               f"shift error {refs['sift_seed_shift_error_m']:.2f} m")
     print(f"like for like: scipy normalised blur + lstsq, both groups {refs['same_work_blur_fit_s']:8.2f} s "
           f"(ours {refs['whole_image_blur_s']:.2f} s for the blur of the whole grid + fit {stages['fit']:.2f} s; "
