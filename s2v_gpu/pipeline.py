@@ -28,7 +28,7 @@ from .precision import full_float32
 from .products.product import BandStack, MaskConfig, TheiaProduct
 from .radiometry import RadiometryConfig, apply_linear, fit_linear, patch_rmse, sample_pixels, stack_padded
 from .registration import RegistrationConfig, RegistrationResult, register
-from .resample import KERNELS, ShiftKernel, downsample_bicubic_x2, shift_window
+from .resample import KERNELS, ShiftKernel, downsample_bicubic_x2, shift_patches, shift_window, shift_window_valid
 from .residuals import patch_residuals, to_metres
 from .selection import SelectionConfig, pair_generator, select_random
 
@@ -205,13 +205,45 @@ def _moved(inputs: PairInputs, stack: BandStack | None, bands: tuple[str, ...], 
     if not inputs.s2_aligned:
         b = off_grid_source(inputs, bands, res, reg, cfg, device).sample(cfg.shift_kernel)
         return b.reflectance, b.valid
+    # only the common grid is computed (the margins are read for the taps, never shifted themselves)
+    shift, window = _on_grid(grid, res, margin, reg)
+    r, ok = shift_window(stack.reflectance[None], stack.valid[None], shift, cfg.shift_kernel, window)
+    return r[0], ok[0, 0]
+
+
+def _on_grid(grid: CommonGrid, res: float, margin: int, reg: RegistrationResult):
+    """The shift in pixels at ``res`` and the common grid's window in the stack read with ``margin``."""
     factor, scale = int(res // 5), res / 10.0
     h, w = grid.height // factor, grid.width // factor
     dx, dy = reg.shift_px
-    # only the common grid is computed (the margins are read for the taps, never shifted themselves)
-    r, ok = shift_window(stack.reflectance[None], stack.valid[None], (dx / scale, dy / scale), cfg.shift_kernel,
-                         (margin, margin + h, margin, margin + w))
-    return r[0], ok[0, 0]
+    return (dx / scale, dy / scale), (margin, margin + h, margin, margin + w)
+
+
+def moved_candidates(pid: str, inputs: PairInputs, reg: RegistrationResult, cfg: PipelineConfig,
+                     device: torch.device) -> tuple[Candidates, torch.Tensor | None, torch.Tensor]:
+    """The valid triplets after the registration shift with their Sentinel-2 patches, the moved blue
+    band ``(H/2, W/2)`` for the local model (else None) and the moved 10 m validity.
+
+    On the VENuS grid the validity is moved over the whole common grid but the reflectance only over
+    the candidate patches (the same bits as cutting the whole moved grid: the same taps per output);
+    off the grid every band is resampled once (:func:`shift_sentinel2`)."""
+    size, v_valid = cfg.patches.size_5m, inputs.v.valid
+    if not inputs.s2_aligned:
+        r10, ok10, r20, ok20 = shift_sentinel2(inputs, reg, cfg, device)
+        return valid_candidates(pid, v_valid, r10, ok10, r20, ok20, size), r10[0], ok10
+    at10 = _on_grid(inputs.grid, 10.0, inputs.margin, reg)
+    at20 = _on_grid(inputs.grid, 20.0, inputs.margin20, reg)
+    ok10, ok20 = (shift_window_valid(stack.valid[None, None], shift, cfg.shift_kernel, window)[0, 0]
+                  for stack, (shift, window) in ((inputs.s10, at10), (inputs.s20, at20)))
+    ids, n_total = candidate_ids(pid, v_valid, ok10, ok20, size)
+    patches = [shift_patches(stack.reflectance, stack.valid, shift, cfg.shift_kernel, (window[0], window[2]), s, ids,
+                             window[3] - window[2])
+               for stack, (shift, window), s in ((inputs.s10, at10, size // 2), (inputs.s20, at20, size // 4))]
+    blue = None
+    if cfg.registration.model == "local":  # the local field measures the whole moved blue band
+        blue = shift_window(inputs.s10.reflectance[None, :1], inputs.s10.valid[None], at10[0], cfg.shift_kernel,
+                            at10[1])[0][0, 0]
+    return Candidates(ids, n_total, *patches), blue, ok10
 
 
 @dataclass
@@ -231,11 +263,18 @@ class Candidates:
 
 def valid_candidates(pid: str, v_valid, r10, ok10, r20, ok20, size: int) -> Candidates:
     """Triplets with no invalid pixel in any of the three (paper section 2.6), Sentinel-2 cut out."""
+    ids, n_total = candidate_ids(pid, v_valid, ok10, ok20, size)
+    return Candidates(ids, n_total, take_patches(r10, size // 2, ids), take_patches(r20, size // 4, ids))
+
+
+def candidate_ids(pid: str, v_valid, ok10, ok20, size: int) -> tuple[torch.Tensor, int]:
+    """The numbers of the triplets with no invalid pixel in any of the three (paper section 2.6), and
+    how many triplets the grid holds."""
     valid = valid_triplets(v_valid, ok10, ok20, size)
     ids = torch.nonzero(valid).flatten()
     if ids.numel() == 0:
         raise PairSkipped(f"{pid}: no valid patch out of {valid.numel()}")
-    return Candidates(ids, int(valid.numel()), take_patches(r10, size // 2, ids), take_patches(r20, size // 4, ids))
+    return ids, int(valid.numel())
 
 
 def venus_at_s2_resolution(v, cand: Candidates, size: int) -> None:
@@ -347,13 +386,12 @@ def prepare_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str, in
     lap("register")
     if not reg.ok:
         raise PairSkipped(f"{pid}: registration refused: {reg.reason}")
-    r10, ok10, r20, ok20 = shift_sentinel2(inputs, reg, cfg, device)
+    cand, blue10, ok10 = moved_candidates(pid, inputs, reg, cfg, device)
     lap("shift")
-    cand = valid_candidates(pid, v.valid, r10, ok10, r20, ok20, size)
     if cfg.swir_20m:
         cand.swir = take_patches(shift_swir(inputs, reg, cfg, device), size // 4, cand.ids)
     lap("patchify")
-    field = local_field(blue, r10[0], ok10, inputs, reg, cfg, cand.ids)
+    field = local_field(blue, blue10, ok10, inputs, reg, cfg, cand.ids)
     lap("local")
     venus_at_s2_resolution(v, cand, size)
     lap("mtf")

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import check_shape
+from .patches import take_patches
 
 
 @dataclass(frozen=True)
@@ -416,20 +417,95 @@ def shift_window(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float
     r0, r1, c0, c1 = window
     if valid.dim() == 3:
         valid = valid[:, None]
-    if method != "grid_sample":
-        kernel = _kernel(method)
-        lo = r0 + int(math.floor(shift_px[1])) + kernel.offsets[0]  # the rows the window's taps reach
-        hi = r1 + int(math.floor(shift_px[1])) + kernel.offsets[-1] + 1
-        if lo >= 0 and hi <= image.shape[-2] and _taps_inside(image.shape[-1], shift_px[0], c0, c1, kernel):
-            return _shift_window_by_blocks(image, valid, shift_px, window, kernel)
+    if method != "grid_sample" and _window_taps_inside(image.shape, shift_px, window, _kernel(method)):
+        return _shift_window_by_blocks(image, valid, shift_px, window, _kernel(method))
     # taps outside the image (or grid_sample): shift everything, then crop
     x, ok = apply_shift(image, valid, shift_px, method)
     return x[..., r0:r1, c0:c1], ok[..., r0:r1, c0:c1]
 
 
-#: output rows shifted at a time by :func:`shift_window` on the CPU (the taps' passes stay in cache;
-#: every output is the same arithmetic whatever the block)
-SHIFT_BLOCK_ROWS = {"cpu": 32}
+def shift_window_valid(valid: torch.Tensor, shift_px: tuple[float, float], method: str,
+                       window: tuple[int, int, int, int]) -> torch.Tensor:
+    """``shift_window(...)[1]`` alone, ``(B, 1, r1 - r0, c1 - c0)`` bool, for ``valid`` ``(B, 1, H, W)``:
+    a sample is valid when every tap of non-zero weight is (the same rule as the values' pass, so the
+    same bits), without computing any value."""
+    r0, r1, c0, c1 = window
+    kernel = None if method == "grid_sample" else _kernel(method)
+    if kernel is None or not _window_taps_inside(valid.shape[-2:], shift_px, window, kernel):
+        image = torch.zeros(valid.shape, dtype=torch.float32, device=valid.device)
+        return shift_window(image, valid, shift_px, method, window)[1]
+    taps = []
+    for d in shift_px:  # (x, y): the offsets of the taps that weigh
+        n = math.floor(d)
+        weights = kernel.weights(torch.tensor(d - n, dtype=torch.float64)).tolist()
+        taps.append([n + o for w, o in zip(weights, kernel.offsets) if w != 0.0])
+    (tx, ty) = taps
+    rows = valid[..., r0 + ty[0]:r1 + ty[-1], :]
+    across = _and_of(rows, -1, [c0 + t for t in tx], c1 - c0)
+    return _and_of(across, -2, [t - ty[0] for t in ty], r1 - r0)
+
+
+def _and_of(x: torch.Tensor, dim: int, starts: list[int], length: int) -> torch.Tensor:
+    out = x.narrow(dim, starts[0], length).clone()
+    for start in starts[1:]:
+        out.logical_and_(x.narrow(dim, start, length))
+    return out
+
+
+def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float], method: str,
+                  origin: tuple[int, int], size: int, ids: torch.Tensor, grid_width: int) -> torch.Tensor:
+    """Some patches of a shifted window: ``take_patches(shift_window(image[None], valid[None],
+    shift_px, method, window)[0][0], size, ids)`` for the window of ``grid_width`` columns at ``origin``
+    (row, column), computing only those patches, run by run of neighbours in a row (the same
+    arithmetic per output, so the same bits). Patches are numbered row by row on that window.
+
+    Args:
+        image: ``(C, H, W)`` float; ``valid`` ``(H, W)`` bool.
+        ids: ``(N,)`` increasing patch numbers.
+
+    Returns:
+        ``(N, C, size, size)``; invalid samples hold 0, as :func:`shift_window`'s.
+    """
+    (row0, col0), per_row = origin, grid_width // size
+    rows, cols = (ids // per_row).tolist(), (ids % per_row).tolist()
+    runs = _runs(rows, cols)
+    windows = [(row0 + rows[a] * size, row0 + (rows[a] + 1) * size, col0 + cols[a] * size, col0 + (cols[b] + 1) * size)
+               for a, b in runs]
+    kernel = None if method == "grid_sample" else _kernel(method)
+    if kernel is None or not all(_window_taps_inside(image.shape, shift_px, w, kernel) for w in windows):
+        if not runs:  # the taps leave the image (or grid_sample): the rows that hold them, whole, then cut
+            return image.new_zeros((0, image.shape[0], size, size))
+        top, bottom = row0 + rows[0] * size, row0 + (rows[-1] + 1) * size
+        whole = shift_window(image[None], valid[None], shift_px, method, (top, bottom, col0, col0 + per_row * size))
+        return take_patches(whole[0][0], size, ids - rows[0] * per_row)
+    out = []
+    for (a, b), window in zip(runs, windows):
+        value = _shift_window_by_blocks(image[None], valid[None, None], shift_px, window, kernel)[0][0]
+        out.append(value.unflatten(-1, (b - a + 1, size)).permute(2, 0, 1, 3))
+    return torch.cat(out) if out else image.new_zeros((0, image.shape[0], size, size))
+
+
+def _runs(rows: list[int], cols: list[int]) -> list[tuple[int, int]]:
+    """``(first, last)`` indices of the runs of neighbouring patches in one row."""
+    runs, first = [], 0
+    for k in range(1, len(rows) + 1):
+        if k == len(rows) or rows[k] != rows[first] or cols[k] != cols[k - 1] + 1:
+            runs.append((first, k - 1))
+            first = k
+    return runs
+
+
+def _window_taps_inside(shape, shift_px: tuple[float, float], window: tuple[int, int, int, int],
+                        kernel: Kernel) -> bool:
+    r0, r1, c0, c1 = window
+    return _taps_inside(shape[-2], shift_px[1], r0, r1, kernel) and _taps_inside(shape[-1], shift_px[0], c0, c1,
+                                                                                   kernel)
+
+
+#: output pixels (per channel) shifted at a time by :func:`shift_window` on the CPU, as blocks of whole
+#: rows of the window: the taps' passes stay in cache (every output is the same arithmetic whatever
+#: the block); elsewhere the window in one block
+SHIFT_BLOCK_PIXELS = {"cpu": 32 * 2816}
 
 
 def _taps_inside(size: int, d: float, a: int, b: int, kernel: Kernel) -> bool:
@@ -442,16 +518,20 @@ def _shift_window_by_blocks(image: torch.Tensor, valid: torch.Tensor, shift_px: 
     """:func:`shift_window` when every tap is inside, by blocks of output rows (each block reads the
     rows its taps reach)."""
     r0, r1, c0, c1 = window
-    step = SHIFT_BLOCK_ROWS.get(image.device.type, r1 - r0)
-    ny, first_tap, last_tap = int(math.floor(shift_px[1])), kernel.offsets[0], kernel.offsets[-1]
+    per_block = SHIFT_BLOCK_PIXELS.get(image.device.type)
+    step = r1 - r0 if per_block is None else max(1, per_block // (c1 - c0))
+    nx, ny = int(math.floor(shift_px[0])), int(math.floor(shift_px[1]))
+    first_tap, last_tap = kernel.offsets[0], kernel.offsets[-1]
+    cols = slice(c0 + nx + first_tap, c1 + nx + last_tap + 1)  # the columns the window's taps reach
     zero = torch.zeros((), device=image.device, dtype=image.dtype)
     out = torch.empty(image.shape[:-2] + (r1 - r0, c1 - c0), device=image.device, dtype=image.dtype)
     ok = torch.empty(valid.shape[:-2] + (r1 - r0, c1 - c0), device=image.device, dtype=torch.bool)
     for b0 in range(r0, r1, step):
         b1 = min(r1, b0 + step)
         rows = slice(b0 + ny + first_tap, b1 + ny + last_tap + 1)
-        x = torch.where(valid[..., rows, :], image[..., rows, :], zero)
-        first = _shift_window(x, valid[..., rows, :], float(shift_px[0]), 3, c0, c1, kernel)
+        x = torch.where(valid[..., rows, cols], image[..., rows, cols], zero)
+        first = _shift_window(x, valid[..., rows, cols], float(shift_px[0]), 3, c0 - cols.start, c1 - cols.start,
+                              kernel)
         value, good = _shift_window(*first, float(shift_px[1]), 2, b0 - rows.start, b1 - rows.start, kernel)
         out[..., b0 - r0:b1 - r0, :] = value * good
         ok[..., b0 - r0:b1 - r0, :] = good
