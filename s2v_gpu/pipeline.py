@@ -169,7 +169,9 @@ def registration_inputs(inputs: PairInputs) -> tuple[torch.Tensor, ...]:
     grid, margin, v, s10 = inputs.grid, inputs.margin, inputs.v, inputs.s10
     h10, w10 = grid.height // 2, grid.width // 2
     ref = downsample_bicubic_x2(v.channels([0])[None])[0, 0]
-    ref_valid = v.valid.view(h10, 2, w10, 2).all(3).all(1)
+    ref_valid = v.valid[0::2, 0::2] & v.valid[0::2, 1::2]  # whole 2x2 blocks valid (strided: one pass each)
+    ref_valid &= v.valid[1::2, 0::2]
+    ref_valid &= v.valid[1::2, 1::2]
     mov = s10.reflectance[0, margin:margin + h10, margin:margin + w10]
     mov_valid = s10.valid[margin:margin + h10, margin:margin + w10]
     return ref, mov, ref_valid, mov_valid
@@ -433,7 +435,7 @@ def residuals_of(pid: str, cand: Candidates, final: torch.Tensor, fitted10: torc
     :mod:`s2v_gpu.residuals`), and the patches kept by ``selection.max_residual_m`` (0: all)."""
     out = {}
     groups = (("res10", cand.s10[final], fitted10[final], 10.0),
-              ("res20", cand.s20[final], apply_linear(cand.v20[final], w20), 20.0))
+              ("res20", cand.s20[final], apply_linear(cand.v20, w20, index=final), 20.0))
     for name, s, fitted, res in groups:
         m = patch_residuals(s, fitted, cfg.residual_iterations)
         metres = to_metres(m["r"], res)
@@ -454,7 +456,7 @@ def _result(pair: Pair, prep: Prepared, selected: torch.Tensor, final: torch.Ten
             lap) -> PairResult:
     """The fitted 5 m VENuS patches of the kept triplets, their bounds, and the pair's statistics."""
     cand, reg, grid = prep.cand, prep.reg, prep.grid
-    fitted = [apply_linear(v5[final], w, prep.q) for v5, w in ((prep.v5_10, prep.w10), (prep.v5_20, prep.w20))]
+    fitted = [apply_linear(v5, w, prep.q, final) for v5, w in ((prep.v5_10, prep.w10), (prep.v5_20, prep.w20))]
     lap("fit")
     patch_ids = cand.ids[final].tolist()
     all_bounds = patch_bounds(grid.left, grid.top, grid.height, grid.width, prep.v5_10.shape[-1])

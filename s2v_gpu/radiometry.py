@@ -99,16 +99,27 @@ def fit_linear(v: torch.Tensor, s: torch.Tensor, counts: torch.Tensor | None, cf
     return torch.linalg.lstsq(a, s.double(), driver="gels").solution
 
 
-def apply_linear(v: torch.Tensor, w: torch.Tensor, divisor: float = 1.0) -> torch.Tensor:
-    """Apply ``W`` (C+1, D) to ``(N, C, H, W)`` images ``v / divisor`` -> ``(N, D, H, W)`` float32
-    (float64 for float64 input).
+def apply_linear(v: torch.Tensor, w: torch.Tensor, divisor: float = 1.0, index: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """Apply ``W`` (C+1, D) to ``(N, C, H, W)`` images ``v / divisor`` (those of ``index`` ``(K,)`` only)
+    -> ``(N or K, D, H, W)`` float32 (float64 for float64 input).
 
-    One batched matrix product over the flattened pixels (no layout change), the bias added in place;
-    the divisor (e.g. the quantification of stored integers) is folded into the weights.
+    Batched matrix products over the flattened pixels (no layout change), a few images at a time (the
+    stored integers converted in cache, not as a copy of them all), the bias added in place; the
+    divisor (e.g. the quantification of stored integers) is folded into the weights. Each output is
+    the same arithmetic whatever the chunk.
     """
     n, c, h, width = v.shape
     dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
     gain = (w[1:].double() / divisor).to(dtype)
-    out = torch.matmul(gain.T, v.reshape(n, c, h * width).to(dtype))
+    index = torch.arange(n, device=v.device) if index is None else index
+    out = torch.empty((index.numel(), gain.shape[1], h * width), dtype=dtype, device=v.device)
+    step = max(1, LINEAR_CHUNK // max(1, c * h * width))
+    for i in range(0, index.numel(), step):
+        torch.matmul(gain.T, v[index[i:i + step]].reshape(-1, c, h * width).to(dtype), out=out[i:i + step])
     out += w[0].to(dtype)[None, :, None]
-    return out.view(n, -1, h, width)
+    return out.view(-1, gain.shape[1], h, width)
+
+
+#: Input elements converted at a time by :func:`apply_linear` (a chunk's temporaries stay in cache).
+LINEAR_CHUNK = 2**21

@@ -441,8 +441,8 @@ def main(argv=None) -> int:
     if "phase_only_registration_s" in refs:
         print(f"on the CPU: phase correlation alone (our seed, same tiles, no refinement) "
               f"{refs['phase_only_registration_s']:8.3f} s, shift error {refs['phase_only_shift_error_m']:.2f} m")
-        print(f"on the CPU: ours seeded by Kornia SIFT instead (CUDA's default) {refs['sift_seed_registration_s']:8.2f} s, "
-              f"shift error {refs['sift_seed_shift_error_m']:.2f} m")
+        print(f"on the CPU: ours seeded by Kornia SIFT instead (CUDA's default) "
+              f"{refs['sift_seed_registration_s']:8.2f} s, shift error {refs['sift_seed_shift_error_m']:.2f} m")
     print(f"like for like: scipy normalised blur + lstsq, both groups {refs['same_work_blur_fit_s']:8.2f} s "
           f"(ours {refs['whole_image_blur_s']:.2f} s for the blur of the whole grid + fit {stages['fit']:.2f} s; "
           f"the pipeline blurs only the candidates' windows: mtf+fit {results['blur_fit_s']:.2f} s)")

@@ -229,6 +229,27 @@ def test_fit_recovers_a_known_linear_map(device):
     torch.testing.assert_close(out, expected)
 
 
+def test_applying_the_fit_by_chunks_to_some_stored_patches_is_one_product(device, monkeypatch):
+    """The 5 m output is fitted a few patches at a time straight from the stored int16, for the kept
+    ones only: the same bits as one product over the copied patches (chunks of 1 and of 3 patches,
+    an unordered index, none kept)."""
+    import s2v_gpu.radiometry as radiometry
+
+    g = torch.Generator().manual_seed(1)
+    dn = torch.randint(-10000, 16000, (9, 4, 16, 16), generator=g, dtype=torch.int16).to(device)
+    w = torch.randn(5, 4, generator=g, dtype=torch.float64) * 0.2
+    w[1:] += torch.eye(4, dtype=torch.float64)
+    w = w.to(device)
+    index = torch.tensor([7, 0, 3, 4, 8], device=device)
+    gain = (w[1:] / 10000.0).float()
+    one = torch.matmul(gain.T, dn[index].reshape(5, 4, 256).float()) + w[0].float()[None, :, None]
+    for chunk in (4 * 256, 3 * 4 * 256):
+        monkeypatch.setattr(radiometry, "LINEAR_CHUNK", chunk)
+        got = apply_linear(dn, w, 10000.0, index)
+        assert got.dtype == torch.float32 and torch.equal(got, one.view(5, 4, 16, 16))
+        assert apply_linear(dn, w, 10000.0, index[:0]).shape == (0, 4, 16, 16)
+
+
 def test_degenerate_fits_are_refused():
     cfg = RadiometryConfig(min_pixels=100)
     v = torch.rand(1, 50, 4, dtype=torch.float64)
