@@ -472,8 +472,11 @@ def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[floa
     windows = [(row0 + rows[a] * size, row0 + (rows[a] + 1) * size, col0 + cols[a] * size, col0 + (cols[b] + 1) * size)
                for a, b in runs]
     kernel = None if method == "grid_sample" else _kernel(method)
-    if kernel is None or not all(_window_taps_inside(image.shape, shift_px, w, kernel) for w in windows):
-        if not runs:  # the taps leave the image (or grid_sample): the rows that hold them, whole, then cut
+    if (image.device.type not in SHIFT_PATCHES_BY_RUNS or kernel is None
+            or not all(_window_taps_inside(image.shape, shift_px, w, kernel) for w in windows)):
+        # the rows that hold the patches, whole, then cut (the taps leave the image, grid_sample, or a
+        # device where a few large launches cost less than many small ones)
+        if not runs:
             return image.new_zeros((0, image.shape[0], size, size))
         top, bottom = row0 + rows[0] * size, row0 + (rows[-1] + 1) * size
         whole = shift_window(image[None], valid[None], shift_px, method, (top, bottom, col0, col0 + per_row * size))
@@ -483,6 +486,11 @@ def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[floa
         value = _shift_window_by_blocks(image[None], valid[None, None], shift_px, window, kernel)[0][0]
         out.append(value.unflatten(-1, (b - a + 1, size)).permute(2, 0, 1, 3))
     return torch.cat(out) if out else image.new_zeros((0, image.shape[0], size, size))
+
+
+#: devices on which :func:`shift_patches` moves only the patches, run by run (on a GPU the whole rows
+#: that hold them cost a few kernel launches instead of many)
+SHIFT_PATCHES_BY_RUNS = {"cpu"}
 
 
 def _runs(rows: list[int], cols: list[int]) -> list[tuple[int, int]]:

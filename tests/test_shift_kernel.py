@@ -94,13 +94,17 @@ def test_shifting_only_the_window_is_bit_identical(kernel):
         assert torch.equal(full[..., 9:111, 10:121], part) and torch.equal(full_ok[..., 9:111, 10:121], part_ok)
 
 
+@pytest.mark.parametrize("by_runs", [True, False])
 @pytest.mark.parametrize("kernel", ["keys", "lanczos4", "grid_sample"])
-def test_moving_only_the_validity_or_only_some_patches_is_bit_identical(kernel, device):
+def test_moving_only_the_validity_or_only_some_patches_is_bit_identical(kernel, by_runs, device, monkeypatch):
     """The pipeline moves the whole grid's validity but only the candidate patches' reflectance: the
     same bits as cutting the whole moved window (integer shifts, whose zero-weight taps must not
     count, taps past the image that fall back, runs of neighbours, a lone patch, the last column)."""
+    from s2v_gpu import resample
     from s2v_gpu.patches import take_patches
     from s2v_gpu.resample import shift_patches, shift_window, shift_window_valid
+
+    monkeypatch.setattr(resample, "SHIFT_PATCHES_BY_RUNS", {device.type} if by_runs else set())
 
     g = torch.Generator().manual_seed(3)
     img = torch.rand(1, 3, 84, 100, generator=g).to(device)
