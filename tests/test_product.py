@@ -101,6 +101,22 @@ def test_fully_cloudy_venus_date_is_all_invalid(tiny_archive):
     assert not stack.valid.any()
 
 
+def test_channels_of_stored_integers_leave_them_untouched(device):
+    """Reflectance of some channels from the stored int16 (a range is read as a view, others as a
+    copy): DN / quantification on valid pixels, 0 elsewhere; the stored integers never change."""
+    from s2v_gpu.products.product import BandStack
+
+    g = torch.Generator().manual_seed(2)
+    dn = torch.randint(-10000, 16000, (4, 6, 7), generator=g, dtype=torch.int16).to(device)
+    valid = (torch.rand(6, 7, generator=g) > 0.3).to(device)
+    stack, kept = BandStack(None, valid, ("B2", "B3", "B4", "B8"), None, dn=dn, quantification=1000.0), dn.clone()
+    expected = dn.double() / 1000.0 * valid
+    for index in ([0], [1, 2, 3], [3, 0], [0, 2], None):
+        got = stack.channels(index)
+        assert got.dtype == torch.float32 and torch.allclose(got.double(), expected if index is None else expected[index])
+    assert torch.equal(dn, kept)
+
+
 def test_zip_and_folder_read_the_same(tiny_archive, tiny_zip_archive):
     for folder, zipped in zip(sorted(tiny_archive.products), sorted(tiny_zip_archive.products)):
         a, b = TheiaProduct(folder), TheiaProduct(zipped)

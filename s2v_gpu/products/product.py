@@ -123,8 +123,13 @@ class BandStack:
         """Reflectance of some channels ``(K, H, W)`` float32 (all by default), invalid pixels 0."""
         if self._reflectance is not None:
             return self._reflectance if index is None else self._reflectance[index]
-        dn = self.dn if index is None else self.dn[index]
-        out = dn.to(torch.float32)
+        if index is None:
+            dn = self.dn
+        elif len(index) and list(index) == list(range(index[0], index[0] + len(index))):  # a view, no int16 copy
+            dn = self.dn[index[0]:index[0] + len(index)]
+        else:
+            dn = self.dn[index]
+        out = dn.to(torch.float32, copy=True)  # never the stored tensor itself: it is divided in place
         out.div_(self.quantification)
         return out.mul_(self.valid)
 
