@@ -112,8 +112,8 @@ def test_channels_of_stored_integers_leave_them_untouched(device):
     stack, kept = BandStack(None, valid, ("B2", "B3", "B4", "B8"), None, dn=dn, quantification=1000.0), dn.clone()
     expected = dn.double() / 1000.0 * valid
     for index in ([0], [1, 2, 3], [3, 0], [0, 2], None):
-        got = stack.channels(index)
-        assert got.dtype == torch.float32 and torch.allclose(got.double(), expected if index is None else expected[index])
+        got, want = stack.channels(index), expected if index is None else expected[index]
+        assert got.dtype == torch.float32 and torch.allclose(got.double(), want)
     assert torch.equal(dn, kept)
 
 
