@@ -66,8 +66,14 @@ def test_window_reads_match_ground_truth(tiny_archive, device, sensor, group, ba
         assert stack.grid.transform.c == left and stack.grid.transform.f == top
 
 
+@pytest.mark.parametrize("block", [None, 997])
 @pytest.mark.parametrize("mg2_bits", [[1, 3, 5, 6, 7, 8], []])
-def test_validity_is_the_union_of_injected_flags(tiny_archive, mg2_bits):
+def test_validity_is_the_union_of_injected_flags(tiny_archive, mg2_bits, block, monkeypatch):
+    """(``block``: the flags combined a few rows at a time, the last block shorter.)"""
+    if block is not None:
+        from s2v_gpu.products import product as product_module
+
+        monkeypatch.setattr(product_module, "FLAG_BLOCK_PIXELS", block)
     masks = MaskConfig(mg2_invalid_bits=mg2_bits)
     checked_other_bands = 0
     for path in tiny_archive.products:

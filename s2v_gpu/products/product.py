@@ -287,18 +287,19 @@ class TheiaProduct:
                 log.warning("%s: no %s_%s mask, ignored (allow_missing)", self.path, k, group)
         return paths
 
-    def _invalid_of(self, kind: str, path: str, out: np.ndarray | None, window, ref: Grid,
-                    bits: dict[str, list[int]]) -> np.ndarray:
-        """Read one file of a window (a band into ``out``) and return its "invalid" flags ``(H, W)``."""
+    def _flag_source(self, kind: str, path: str, out: np.ndarray | None, window, ref: Grid,
+                     bits: dict[str, list[int]]) -> tuple[np.ndarray, str, object]:
+        """Read one file of a window (a band into ``out``): ``(data, test, value)``, the pixels and how
+        they say "invalid" (``==`` no-data, any of some ``bits``, or non-zero)."""
         fill = {"band": self.nodata, "EDG": 1}.get(kind, 0)  # outside the raster: no-data / out of swath
         data = _read_checked(path, window, ref, fill=fill, out=out, band=kind == "band")
         if kind == "band":
-            return data == self.nodata
+            return data, "==", self.nodata
         if not np.issubdtype(data.dtype, np.integer):  # float-stored flags, rounded on reading
             data = data.astype(np.int64)
         if kind in bits:  # only the bits of the bands read / the configured MG2 bits invalidate
-            return (data & _bits(data, bits[kind])) != 0
-        return data != 0  # EDG: outside the swath; CLM: any cloud or shadow bit
+            return data, "bits", _bits(data, bits[kind])
+        return data, "!=0", None  # EDG: outside the swath; CLM: any cloud or shadow bit
 
     def read(
         self,
@@ -339,23 +340,43 @@ class TheiaProduct:
         mask_paths = self._mask_paths(group, masks)
         # GDAL releases the GIL while decoding: the files of a window are read in parallel threads,
         # the bands straight into one int16 buffer (page-locked when the device is a GPU, so the copy
-        # to the device is a plain DMA); each thread also turns its file into "invalid" flags
+        # to the device is a plain DMA); then the threads combine the files' "invalid" flags by blocks
         device = torch.device(device)
         buffer = torch.empty((len(bands), h, w), dtype=torch.int16, pin_memory=device.type == "cuda")
         dn = buffer.numpy()
         order = self.groups[group]
         bits = {"SAT": [order.index(b) for b in bands], "MG2": [b - 1 for b in masks.mg2_invalid_bits]}
         jobs = [("band", p, dn[i]) for i, p in enumerate(band_paths)] + [(k, p, None) for k, p in mask_paths.items()]
+        valid_np = np.empty((h, w), dtype=bool)
         with ThreadPoolExecutor(max_workers=min(len(jobs), READ_THREADS)) as pool:
-            flags = list(pool.map(lambda job: self._invalid_of(*job, window, ref, bits), jobs))
-        invalid = flags[0]
-        for f in flags[1:]:
-            invalid |= f
-
-        valid = torch.from_numpy(~invalid).to(device, non_blocking=True)
+            sources = list(pool.map(lambda job: self._flag_source(*job, window, ref, bits), jobs))
+            # then the validity by blocks of rows, every file's flags of a block combined in cache
+            step = max(1, FLAG_BLOCK_PIXELS // max(1, w))
+            list(pool.map(lambda r0: _valid_rows(sources, valid_np, r0, min(h, r0 + step)), range(0, h, step)))
+        valid = torch.from_numpy(valid_np).to(device, non_blocking=True)
         dn_device = buffer.to(device, non_blocking=True)
         return BandStack(None, valid, bands, Grid(ref.crs, out_transform, w, h), dn=dn_device,
                          quantification=self.quantification)
+
+
+#: Pixels of a window whose flags are combined at a time (a block's temporaries stay in cache).
+FLAG_BLOCK_PIXELS = 2**18
+
+
+def _valid_rows(sources: list[tuple[np.ndarray, str, object]], valid: np.ndarray, r0: int, r1: int) -> None:
+    """``valid[r0:r1]``: no file of ``sources`` (see ``TheiaProduct._flag_source``) flags the pixel."""
+    invalid = None
+    for data, test, value in sources:
+        part = data[r0:r1]
+        if test == "==":
+            flags = part == value
+        elif test == "bits":
+            flags = np.bitwise_and(part, value)
+            flags = flags != 0
+        else:
+            flags = part != 0
+        invalid = flags if invalid is None else np.logical_or(invalid, flags, out=invalid)
+    np.logical_not(invalid, out=valid[r0:r1])
 
 
 def _open(path: str):
