@@ -461,7 +461,7 @@ def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[floa
 
     Args:
         image: ``(C, H, W)`` float; ``valid`` ``(H, W)`` bool.
-        ids: ``(N,)`` increasing patch numbers.
+        ids: ``(N,)`` patch numbers (any order; neighbours in increasing order share a run).
 
     Returns:
         ``(N, C, size, size)``; invalid samples hold 0, as :func:`shift_window`'s.
@@ -478,9 +478,10 @@ def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[floa
         # device where a few large launches cost less than many small ones)
         if not runs:
             return image.new_zeros((0, image.shape[0], size, size))
-        top, bottom = row0 + rows[0] * size, row0 + (rows[-1] + 1) * size
+        first, last = min(rows), max(rows)
+        top, bottom = row0 + first * size, row0 + (last + 1) * size
         whole = shift_window(image[None], valid[None], shift_px, method, (top, bottom, col0, col0 + per_row * size))
-        return take_patches(whole[0][0], size, ids - rows[0] * per_row)
+        return take_patches(whole[0][0], size, ids - first * per_row)
     out = []
     for (a, b), window in zip(runs, windows):
         value = _shift_window_by_blocks(image[None], valid[None, None], shift_px, window, kernel)[0][0]

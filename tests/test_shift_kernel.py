@@ -114,7 +114,7 @@ def test_moving_only_the_validity_or_only_some_patches_is_bit_identical(kernel, 
     for shift in [(0.3, -1.7), (-3.25, 2.6), (0.0, 0.0), (2.0, -1.0), (-5.5, 4.4), (-9.3, 0.2)]:
         full, full_ok = shift_window(img, valid, shift, kernel, window)
         assert torch.equal(shift_window_valid(valid[:, None], shift, kernel, window), full_ok), shift
-        for some in (ids, ids[4:5], ids[:0]):
+        for some in (ids, ids[4:5], ids[:0], ids.flip(0)):
             got = shift_patches(img[0], valid[0], shift, kernel, origin, size, some, 80)
             assert got.shape == (some.numel(), 3, size, size) and got.is_contiguous()
             assert torch.equal(got, take_patches(full[0], size, some)), (shift, some.tolist())
