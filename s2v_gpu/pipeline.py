@@ -192,11 +192,18 @@ def shift_sentinel2(inputs: PairInputs, reg: RegistrationResult, cfg: PipelineCo
     return r10, ok10, r20, ok20
 
 
-def shift_swir(inputs: PairInputs, reg: RegistrationResult, cfg: PipelineConfig,
-               device: torch.device) -> torch.Tensor:
-    """Sentinel-2 B11 B12 moved like the other 20 m bands (:func:`shift_sentinel2`), ``(2, H/4, W/4)``;
-    their own validity is not used (it does not decide the patches)."""
-    return _moved(inputs, inputs.swir, SWIR_20M, 20.0, inputs.margin20, reg, cfg, device)[0]
+def swir_patches(inputs: PairInputs, reg: RegistrationResult, cfg: PipelineConfig, device: torch.device,
+                 ids: torch.Tensor) -> torch.Tensor:
+    """Sentinel-2 B11 B12 of the candidate patches ``ids``, moved like the other 20 m bands (on the
+    VENuS grid only those patches, :func:`moved_candidates`), ``(N, 2, s/4, s/4)``; their own validity
+    is not used (it does not decide the patches)."""
+    size = cfg.patches.size_5m // 4
+    if not inputs.s2_aligned:
+        return take_patches(_moved(inputs, inputs.swir, SWIR_20M, 20.0, inputs.margin20, reg, cfg, device)[0],
+                            size, ids)
+    shift, (r0, r1, c0, c1) = _on_grid(inputs.grid, 20.0, inputs.margin20, reg)
+    return shift_patches(inputs.swir.reflectance, inputs.swir.valid, shift, cfg.shift_kernel, (r0, c0), size, ids,
+                         c1 - c0)
 
 
 def _moved(inputs: PairInputs, stack: BandStack | None, bands: tuple[str, ...], res: float, margin: int,
@@ -391,7 +398,7 @@ def prepare_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str, in
     cand, blue10, ok10 = moved_candidates(pid, inputs, reg, cfg, device)
     lap("shift")
     if cfg.swir_20m:
-        cand.swir = take_patches(shift_swir(inputs, reg, cfg, device), size // 4, cand.ids)
+        cand.swir = swir_patches(inputs, reg, cfg, device, cand.ids)
     lap("patchify")
     field = local_field(blue, blue10, ok10, inputs, reg, cfg, cand.ids)
     lap("local")
