@@ -35,7 +35,6 @@ from .selection import SelectionConfig, pair_generator, select_random
 log = logging.getLogger(__name__)
 
 VENUS_BANDS_READ = ("B3", "B4", "B7", "B8", "B9", "B10", "B11")
-#: Sentinel-2 bands at 20 m without a VENuS counterpart, carried by format=v2
 
 
 class Reflectance(enum.StrEnum):
@@ -201,9 +200,7 @@ def swir_patches(inputs: PairInputs, reg: RegistrationResult, cfg: PipelineConfi
     if not inputs.s2_aligned:
         return take_patches(_moved(inputs, inputs.swir, SWIR_20M, 20.0, inputs.margin20, reg, cfg, device)[0],
                             size, ids)
-    shift, (r0, r1, c0, c1) = _on_grid(inputs.grid, 20.0, inputs.margin20, reg)
-    return shift_patches(inputs.swir.reflectance, inputs.swir.valid, shift, cfg.shift_kernel, (r0, c0), size, ids,
-                         c1 - c0)
+    return _moved_patches(inputs.swir, _on_grid(inputs.grid, 20.0, inputs.margin20, reg), cfg.shift_kernel, size, ids)
 
 
 def _moved(inputs: PairInputs, stack: BandStack | None, bands: tuple[str, ...], res: float, margin: int,
@@ -228,6 +225,13 @@ def _on_grid(grid: CommonGrid, res: float, margin: int, reg: RegistrationResult)
     return (dx / scale, dy / scale), (margin, margin + h, margin, margin + w)
 
 
+def _moved_patches(stack: BandStack, at: tuple, kernel: str, size: int, ids: torch.Tensor) -> torch.Tensor:
+    """The patches ``ids`` of a stack on the VENuS grid moved by the registration shift, computing
+    only them (``at``: :func:`_on_grid`'s shift and window), ``(N, C, size, size)``."""
+    shift, (r0, r1, c0, c1) = at
+    return shift_patches(stack.reflectance, stack.valid, shift, kernel, (r0, c0), size, ids, c1 - c0)
+
+
 def moved_candidates(pid: str, inputs: PairInputs, reg: RegistrationResult, cfg: PipelineConfig,
                      device: torch.device) -> tuple[Candidates, torch.Tensor | None, torch.Tensor]:
     """The valid triplets after the registration shift with their Sentinel-2 patches, the moved blue
@@ -245,9 +249,8 @@ def moved_candidates(pid: str, inputs: PairInputs, reg: RegistrationResult, cfg:
     ok10, ok20 = (shift_window_valid(stack.valid[None, None], shift, cfg.shift_kernel, window)[0, 0]
                   for stack, (shift, window) in ((inputs.s10, at10), (inputs.s20, at20)))
     ids, n_total = candidate_ids(pid, v_valid, ok10, ok20, size)
-    patches = [shift_patches(stack.reflectance, stack.valid, shift, cfg.shift_kernel, (window[0], window[2]), s, ids,
-                             window[3] - window[2])
-               for stack, (shift, window), s in ((inputs.s10, at10, size // 2), (inputs.s20, at20, size // 4))]
+    patches = [_moved_patches(inputs.s10, at10, cfg.shift_kernel, size // 2, ids),
+               _moved_patches(inputs.s20, at20, cfg.shift_kernel, size // 4, ids)]
     blue = None
     if cfg.registration.model == "local":  # the local field measures the whole moved blue band
         blue = shift_window(inputs.s10.reflectance[None, :1], inputs.s10.valid[None], at10[0], cfg.shift_kernel,

@@ -112,11 +112,12 @@ def apply_linear(v: torch.Tensor, w: torch.Tensor, divisor: float = 1.0, index: 
     n, c, h, width = v.shape
     dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
     gain = (w[1:].double() / divisor).to(dtype)
-    index = torch.arange(n, device=v.device) if index is None else index
-    out = torch.empty((index.numel(), gain.shape[1], h * width), dtype=dtype, device=v.device)
+    k = n if index is None else index.numel()
+    out = torch.empty((k, gain.shape[1], h * width), dtype=dtype, device=v.device)
     step = max(1, LINEAR_CHUNK // max(1, c * h * width))
-    for i in range(0, index.numel(), step):
-        torch.matmul(gain.T, v[index[i:i + step]].reshape(-1, c, h * width).to(dtype), out=out[i:i + step])
+    for i in range(0, k, step):
+        chunk = v[i:i + step] if index is None else v[index[i:i + step]]  # a view, or a copy of the chosen
+        torch.matmul(gain.T, chunk.reshape(-1, c, h * width).to(dtype), out=out[i:i + step])
     out += w[0].to(dtype)[None, :, None]
     return out.view(-1, gain.shape[1], h, width)
 

@@ -326,7 +326,7 @@ def refine_translation(
     The points p are a regular subsample of at most ``max_pixels`` valid reference pixels; each step
     samples the moving image and its gradient there through ``kernel`` (the gradient being the
     interpolant's exact derivative; all points share the fraction of d, so the taps are applied
-    separably to whole rows, :func:`~s2v_gpu.resample.sample_grid`) and solves the 4x4 weighted
+    separably to whole rows, :class:`~s2v_gpu.resample.GridSampler`) and solves the 4x4 weighted
     normal equations in float64.
 
     Args:

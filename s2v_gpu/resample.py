@@ -366,24 +366,29 @@ def _weighted_sum(weights: list[float], views: list[torch.Tensor]) -> torch.Tens
     return out
 
 
+def _weighing_taps(d: float, kernel: Kernel) -> list[tuple[int, float]]:
+    """``(offset, weight)`` of the taps that weigh in a shift by ``d``: the sample at ``p + d`` reads
+    ``p + offset`` (the whole part of ``d`` included). Zero weights are left out: an integer shift
+    reads one pixel, and only its validity counts (the values' and the validity's passes share this)."""
+    n = math.floor(d)
+    weights = kernel.weights(torch.tensor(d - n, dtype=torch.float64)).tolist()
+    return [(n + o, w) for w, o in zip(weights, kernel.offsets) if w != 0.0]
+
+
 def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int,
                 kernel: Kernel | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """out(p) = x(p + d) along ``dim`` with the taps of ``kernel`` (default Keys); ok = every tap used
     valid and inside."""
     kernel = kernel or KERNELS["keys"]
-    n = int(math.floor(d))
-    weights = kernel.weights(torch.tensor(d - n, dtype=torch.float64)).tolist()
     size = x.shape[dim]
-    pad = abs(n) + max(-kernel.offsets[0], kernel.offsets[-1]) + 1
+    pad = abs(math.floor(d)) + max(-kernel.offsets[0], kernel.offsets[-1]) + 1
     pads = [0, 0] * (x.dim() - 1 - dim) + [pad, pad]
     xp = F.pad(x, pads)
     okp = F.pad(ok, pads)  # False outside
     out = None
     good = None
-    for w, o in zip(weights, kernel.offsets):
-        if w == 0.0:
-            continue
-        start = pad + n + o
+    for t, w in _weighing_taps(d, kernel):
+        start = pad + t
         tap = xp.narrow(dim, start, size)
         out = tap * w if out is None else out.add_(tap, alpha=w)
         good = okp.narrow(dim, start, size).clone() if good is None else good.logical_and_(okp.narrow(dim, start, size))
@@ -396,15 +401,11 @@ def _shift_window(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int, a: int,
     padding, the same arithmetic per output); None when a tap would fall outside."""
     if not _taps_inside(x.shape[dim], d, a, b, kernel):
         return None
-    n = int(math.floor(d))
-    weights = kernel.weights(torch.tensor(d - n, dtype=torch.float64)).tolist()
     out = good = None
-    for w, o in zip(weights, kernel.offsets):
-        if w == 0.0:
-            continue
-        tap = x.narrow(dim, a + n + o, b - a)
+    for t, w in _weighing_taps(d, kernel):
+        tap = x.narrow(dim, a + t, b - a)
         out = tap * w if out is None else out.add_(tap, alpha=w)
-        tap_ok = ok.narrow(dim, a + n + o, b - a)
+        tap_ok = ok.narrow(dim, a + t, b - a)
         good = tap_ok.clone() if good is None else good.logical_and_(tap_ok)
     return out, good
 
@@ -434,12 +435,7 @@ def shift_window_valid(valid: torch.Tensor, shift_px: tuple[float, float], metho
     if kernel is None or not _window_taps_inside(valid.shape[-2:], shift_px, window, kernel):
         image = torch.zeros(valid.shape, dtype=torch.float32, device=valid.device)
         return shift_window(image, valid, shift_px, method, window)[1]
-    taps = []
-    for d in shift_px:  # (x, y): the offsets of the taps that weigh
-        n = math.floor(d)
-        weights = kernel.weights(torch.tensor(d - n, dtype=torch.float64)).tolist()
-        taps.append([n + o for w, o in zip(weights, kernel.offsets) if w != 0.0])
-    (tx, ty) = taps
+    tx, ty = ([t for t, _ in _weighing_taps(d, kernel)] for d in shift_px)
     rows = valid[..., r0 + ty[0]:r1 + ty[-1], :]
     across = _and_of(rows, -1, [c0 + t for t in tx], c1 - c0)
     return _and_of(across, -2, [t - ty[0] for t in ty], r1 - r0)

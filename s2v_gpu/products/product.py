@@ -371,8 +371,7 @@ def _valid_rows(sources: list[tuple[np.ndarray, str, object]], valid: np.ndarray
         if test == "==":
             flags = part == value
         elif test == "bits":
-            flags = np.bitwise_and(part, value)
-            flags = flags != 0
+            flags = np.bitwise_and(part, value) != 0
         else:
             flags = part != 0
         invalid = flags if invalid is None else np.logical_or(invalid, flags, out=invalid)
