@@ -24,8 +24,32 @@ import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import torch
+
 #: int16 files hold reflectance x SCALE.
 SCALE = 10000.0
+
+
+def encode_int16(x: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+    """Reflectance ``x`` (float, any shape) -> the values the int16 files store, still as float: x SCALE,
+    rounded half to even, clipped to the int16 range (the one rule every tensor file follows). ``in_place``:
+    ``x`` itself is overwritten (a temporary the caller no longer needs)."""
+    return (x.mul_(SCALE) if in_place else x * SCALE).round_().clamp_(-32768, 32767)
+
+
+#: Elements converted at a time by :func:`to_int16` (a chunk's temporaries stay in cache).
+INT16_CHUNK = 2**22
+
+
+def to_int16(x: torch.Tensor) -> torch.Tensor:
+    """Reflectance ``(N, ...)`` -> int16 x 10000 on the CPU (rounded, clipped to the int16 range),
+    by chunks of the first dimension."""
+    out = torch.empty(x.shape, dtype=torch.int16, device=x.device)
+    step = max(1, INT16_CHUNK // max(1, x[:1].numel()))
+    for i in range(0, x.shape[0], step):
+        out[i:i + step] = encode_int16(x[i:i + step])
+    return out.cpu().contiguous()
+
 
 #: The columns of the paper's Table 4, in order.
 INDEX_COLUMNS = [

@@ -14,12 +14,14 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
 from .bands import GROUP_10M, GROUP_20M, SWIR_20M
 from .errors import PairSkipped, S2VError
 from .grids import CommonGrid, common_grid, is_aligned, read_on_grid
+from .layout import encode_int16, to_int16
 from .local_stage import apply_local_field, local_field, off_grid_source
 from .mtf import band_sigmas_px, mtf_downsample, mtf_downsample_patches
 from .pairing import Pair
@@ -70,15 +72,43 @@ class PipelineConfig:
 
 
 @dataclass
+class FittedVenus:
+    """The kept triplets' 5 m VENuS, fitted when asked: ``v5`` the drawn candidates' values of each group
+    ``(N, 4, size, size)`` (reflectance = values / ``q``), ``w`` each group's fit, ``index`` ``(K,)``
+    the kept ones among them. The files take the int16 straight from the fit, a few patches at a time
+    (no float copy of every patch); the float reflectance is computed once, on first use."""
+
+    v5: tuple[torch.Tensor, torch.Tensor]
+    w: tuple[torch.Tensor, torch.Tensor]
+    q: float
+    index: torch.Tensor
+    _reflectance: dict = field(default_factory=dict, repr=False)
+
+    def reflectance(self, group: int) -> torch.Tensor:
+        """``(K, 4, size, size)`` float fitted reflectance of group 0 (10 m bands) or 1 (20 m bands)."""
+        if group not in self._reflectance:
+            self._reflectance[group] = apply_linear(self.v5[group], self.w[group], self.q, self.index)
+        return self._reflectance[group]
+
+    def int16(self, group: int) -> torch.Tensor:
+        """The same as the files store it (:func:`~s2v_gpu.layout.to_int16` of :meth:`reflectance`, the
+        same bytes), on the CPU."""
+        if group in self._reflectance:
+            return to_int16(self._reflectance[group])
+        return apply_linear(self.v5[group], self.w[group], self.q, self.index, out_dtype=torch.int16,
+                            encode=partial(encode_int16, in_place=True)).cpu().contiguous()
+
+
+@dataclass
 class PairResult:
     """Patches and statistics of one pair. Tensors are float reflectance on the pipeline's device:
     ``v05_10`` (n, 4, 256, 256) fitted VENuS for S2 B2 B3 B4 B8, ``s2_10`` (n, 4, 128, 128),
-    ``v05_20`` (n, 4, 256, 256) fitted VENuS for S2 B5 B6 B7 B8A, ``s2_20`` (n, 4, 64, 64)."""
+    ``v05_20`` (n, 4, 256, 256) fitted VENuS for S2 B5 B6 B7 B8A, ``s2_20`` (n, 4, 64, 64); the VENuS
+    ones are computed on first use (:class:`FittedVenus`; the writer takes their int16 directly)."""
 
     pair: Pair
-    v05_10: torch.Tensor
+    venus: FittedVenus
     s2_10: torch.Tensor
-    v05_20: torch.Tensor
     s2_20: torch.Tensor
     patch_index: list[int]
     bounds: list[tuple[float, float, float, float]]
@@ -92,6 +122,14 @@ class PairResult:
     #: per kept patch, on the CPU: the residual misregistration of each group (``res10_dx_m``,
     #: ``res10_dy_m``, ``res20_...``, metres east/north), its texture, RMSE and convergence
     patches: dict = field(default_factory=dict)
+
+    @property
+    def v05_10(self) -> torch.Tensor:
+        return self.venus.reflectance(0)
+
+    @property
+    def v05_20(self) -> torch.Tensor:
+        return self.venus.reflectance(1)
 
 
 def _sync(device: torch.device) -> None:
@@ -466,8 +504,7 @@ def _result(pair: Pair, prep: Prepared, selected: torch.Tensor, final: torch.Ten
             lap) -> PairResult:
     """The fitted 5 m VENuS patches of the kept triplets, their bounds, and the pair's statistics."""
     cand, reg, grid = prep.cand, prep.reg, prep.grid
-    fitted = [apply_linear(v5, w, prep.q, final) for v5, w in ((prep.v5_10, prep.w10), (prep.v5_20, prep.w20))]
-    lap("fit")
+    venus = FittedVenus((prep.v5_10, prep.v5_20), (prep.w10, prep.w20), prep.q, final)  # fitted when written
     patch_ids = cand.ids[final].tolist()
     all_bounds = patch_bounds(grid.left, grid.top, grid.height, grid.width, prep.v5_10.shape[-1])
     n_drawn, dropped_local = int(cand.ids.numel()), int(reg.extra.get("dropped_local", 0))
@@ -480,7 +517,7 @@ def _result(pair: Pair, prep: Prepared, selected: torch.Tensor, final: torch.Ten
         "common_grid": [grid.left, grid.top, grid.width, grid.height],
         "venus_zenith": prep.venus_zenith, "timings": lap.timings, **residual_summary(residuals),
     }
-    return PairResult(pair=pair, v05_10=fitted[0], s2_10=cand.s10[final], v05_20=fitted[1], s2_20=cand.s20[final],
+    return PairResult(pair=pair, venus=venus, s2_10=cand.s10[final], s2_20=cand.s20[final],
                       patch_index=patch_ids, bounds=[all_bounds[i] for i in patch_ids], crs=grid.crs,
                       registration=reg, w_10=prep.w10, w_20=prep.w20, stats=stats,
                       patches={k: v.cpu() for k, v in residuals.items()},

@@ -9,6 +9,7 @@ of the fit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -99,26 +100,32 @@ def fit_linear(v: torch.Tensor, s: torch.Tensor, counts: torch.Tensor | None, cf
     return torch.linalg.lstsq(a, s.double(), driver="gels").solution
 
 
-def apply_linear(v: torch.Tensor, w: torch.Tensor, divisor: float = 1.0, index: torch.Tensor | None = None
-                 ) -> torch.Tensor:
+def apply_linear(v: torch.Tensor, w: torch.Tensor, divisor: float = 1.0, index: torch.Tensor | None = None,
+                 encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Apply ``W`` (C+1, D) to ``(N, C, H, W)`` images ``v / divisor`` (those of ``index`` ``(K,)`` only)
     -> ``(N or K, D, H, W)`` float32 (float64 for float64 input).
 
     Batched matrix products over the flattened pixels (no layout change), a few images at a time (the
     stored integers converted in cache, not as a copy of them all), the bias added in place; the
     divisor (e.g. the quantification of stored integers) is folded into the weights. Each output is
-    the same arithmetic whatever the chunk.
+    the same arithmetic whatever the chunk. ``encode``: applied to each chunk's result (which it may
+    overwrite) before it is stored as ``out_dtype`` (e.g. the int16 of the files, without a float copy
+    of every image).
     """
     n, c, h, width = v.shape
     dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
     gain = (w[1:].double() / divisor).to(dtype)
+    bias = w[0].to(dtype)[None, :, None]
     k = n if index is None else index.numel()
-    out = torch.empty((k, gain.shape[1], h * width), dtype=dtype, device=v.device)
+    out = torch.empty((k, gain.shape[1], h * width), dtype=out_dtype or dtype, device=v.device)
     step = max(1, LINEAR_CHUNK // max(1, c * h * width))
     for i in range(0, k, step):
         chunk = v[i:i + step] if index is None else v[index[i:i + step]]  # a view, or a copy of the chosen
-        torch.matmul(gain.T, chunk.reshape(-1, c, h * width).to(dtype), out=out[i:i + step])
-    out += w[0].to(dtype)[None, :, None]
+        y = torch.matmul(gain.T, chunk.reshape(-1, c, h * width).to(dtype), out=None if encode else out[i:i + step])
+        y += bias
+        if encode is not None:
+            out[i:i + step] = encode(y)
     return out.view(-1, gain.shape[1], h, width)
 
 

@@ -51,7 +51,6 @@ from .layout import (
     PATCHES_FILE,
     REPORT_DIR,
     RESIDUAL_COLUMNS,
-    SCALE,
     STAC_DIR,
     SUMMARY_FILE,
     SWIR_COLUMN,
@@ -65,6 +64,7 @@ from .layout import (
     read_index_rows,
     read_patches,
     read_table,
+    to_int16,
 )
 
 log = logging.getLogger(__name__)
@@ -119,20 +119,6 @@ def _write_error(path: Path, exc: Exception) -> WriteError:
                           f"({free if free is not None else '?'} bytes free); free space and rerun to resume")
     reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
     return WriteError(code or errno.EIO, f"{path}: cannot write ({type(exc).__name__}: {reason})")
-
-
-#: Elements converted at a time by :func:`to_int16` (a chunk's temporaries stay in cache).
-INT16_CHUNK = 2**22
-
-
-def to_int16(x: torch.Tensor) -> torch.Tensor:
-    """Reflectance ``(N, ...)`` -> int16 x 10000 on the CPU (rounded, clipped to the int16 range),
-    by chunks of the first dimension."""
-    out = torch.empty(x.shape, dtype=torch.int16, device=x.device)
-    step = max(1, INT16_CHUNK // max(1, x[:1].numel()))
-    for i in range(0, x.shape[0], step):
-        out[i:i + step] = (x[i:i + step] * SCALE).round_().clamp_(-32768, 32767)
-    return out.cpu().contiguous()
 
 
 def write_tensor(path: Path, tensor: torch.Tensor) -> None:
@@ -565,9 +551,9 @@ def write_pair(writer: SiteWriter, cfg, pair, result, names: dict[str, str], sec
     index_row, details = pair_rows(cfg, pair, result, names, seconds, device, software_line(writer.provenance),
                                    writer.config_hash)
     # converted one at a time, as they are written (bounded host memory)
-    tensors = {"tensor_05m_b2b3b4b8": lambda: to_int16(result.v05_10),
+    tensors = {"tensor_05m_b2b3b4b8": lambda: result.venus.int16(0),
                "tensor_10m_b2b3b4b8": lambda: to_int16(result.s2_10),
-               "tensor_05m_b5b6b7b8a": lambda: to_int16(result.v05_20),
+               "tensor_05m_b5b6b7b8a": lambda: result.venus.int16(1),
                "tensor_20m_b5b6b7b8a": lambda: to_int16(result.s2_20)}
     if result.s2_swir is not None:
         tensors[SWIR_COLUMN] = lambda: to_int16(result.s2_swir)

@@ -237,10 +237,13 @@ def reference_blur_fit(v5: np.ndarray, s10: np.ndarray, sigmas: list[float]) -> 
 
 
 def write_files(folder: Path, result, names: dict[str, str]) -> None:
-    """What the writer does for a pair's files (four int16 tensors, the GeoPackage), without its tables."""
-    for column, tensor in (("tensor_05m_b2b3b4b8", result.v05_10), ("tensor_10m_b2b3b4b8", result.s2_10),
-                           ("tensor_05m_b5b6b7b8a", result.v05_20), ("tensor_20m_b5b6b7b8a", result.s2_20)):
-        write_tensor(folder / names[column], to_int16(tensor))
+    """What the writer does for a pair's files (four int16 tensors, the GeoPackage), without its tables
+    (as in :func:`s2v_gpu.writer.write_pair`: the 5 m VENuS fitted straight to int16 here)."""
+    for column, tensor in (("tensor_05m_b2b3b4b8", lambda: result.venus.int16(0)),
+                           ("tensor_10m_b2b3b4b8", lambda: to_int16(result.s2_10)),
+                           ("tensor_05m_b5b6b7b8a", lambda: result.venus.int16(1)),
+                           ("tensor_20m_b5b6b7b8a", lambda: to_int16(result.s2_20))):
+        write_tensor(folder / names[column], tensor())
     write_patches_gpkg(folder / names["patches_gpkg"], result.bounds, result.patch_index, result.crs,
                        names["pair_id"])
 

@@ -250,6 +250,36 @@ def test_applying_the_fit_by_chunks_to_some_stored_patches_is_one_product(device
         assert apply_linear(dn, w, 10000.0, index[:0]).shape == (0, 4, 16, 16)
 
 
+def test_fitted_venus_goes_to_the_files_int16_without_a_float_copy(device, monkeypatch):
+    """The writer takes the 5 m VENuS int16 straight from the fit, a few patches at a time: the same
+    bytes as rounding the float reflectance afterwards (:func:`to_int16`), clipping and halves included,
+    whether or not the float was asked first (chunks of 1 and 3 patches, an unordered index, none kept)."""
+    import s2v_gpu.radiometry as radiometry
+    from s2v_gpu.layout import to_int16
+    from s2v_gpu.pipeline import FittedVenus
+
+    g = torch.Generator().manual_seed(2)
+    dn = torch.randint(-10000, 16000, (9, 4, 16, 16), generator=g, dtype=torch.int16)
+    w = torch.zeros(5, 4, dtype=torch.float64)
+    w[1:] = torch.eye(4, dtype=torch.float64) * 1000.0  # x 1000 DN: clipped at +-32767
+    w[1:, 1] = torch.tensor([0.0, 0.5, 0.0, 0.0], dtype=torch.float64)  # band 1: odd DN give exact halves
+    dn, w = dn.to(device), w.to(device)
+    for index in (torch.tensor([7, 0, 3, 4, 8]), torch.tensor([0, 2]), torch.tensor([], dtype=torch.long)):
+        index = index.to(device)
+        expected = to_int16(apply_linear(dn, w, 10000.0, index))
+        if index.numel():  # the cases the rule decides: clipping and halves (to even)
+            assert (expected == 32767).any() and (expected == -32768).any()
+            assert ((dn.cpu()[index.cpu(), 1] % 2 == 1) & (expected[:, 1] % 2 == 0)).any()
+        for chunk in (4 * 256, 3 * 4 * 256):
+            monkeypatch.setattr(radiometry, "LINEAR_CHUNK", chunk)
+            direct = FittedVenus((dn, dn), (w, w), 10000.0, index).int16(1)
+            assert direct.dtype == torch.int16 and direct.device.type == "cpu"
+            assert torch.equal(direct, expected)
+            after_float = FittedVenus((dn, dn), (w, w), 10000.0, index)
+            after_float.reflectance(0)
+            assert torch.equal(after_float.int16(0), expected)
+
+
 def test_degenerate_fits_are_refused():
     cfg = RadiometryConfig(min_pixels=100)
     v = torch.rand(1, 50, 4, dtype=torch.float64)
