@@ -25,7 +25,7 @@ from .layout import encode_int16, to_int16
 from .local_stage import apply_local_field, local_field, off_grid_source
 from .mtf import band_sigmas_px, mtf_downsample, mtf_downsample_patches
 from .pairing import Pair
-from .patches import PatchConfig, patch_bounds, take_patches, valid_triplets
+from .patches import PatchConfig, any_valid, patch_bounds, take_patches, valid_triplets
 from .precision import full_float32
 from .products.product import BandStack, MaskConfig, TheiaProduct
 from .radiometry import RadiometryConfig, apply_linear, fit_linear, patch_rmse, sample_pixels, stack_padded
@@ -427,9 +427,9 @@ def prepare_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str, in
     device = torch.device(device)
     lap = _Laps(device, {"read": inputs.read_s})
     pid, v, size = pair.pair_id, inputs.v, cfg.patches.size_5m
-    if not v.valid.any():
+    if not any_valid(v.valid):
         raise PairSkipped(f"{pid}: no valid VENuS pixel in the common footprint ({pair.venus.name})")
-    if not inputs.s10.valid.any():
+    if not any_valid(inputs.s10.valid):
         raise PairSkipped(f"{pid}: no valid Sentinel-2 pixel in the common footprint ({pair.s2.name})")
     blue = registration_inputs(inputs)
     reg = register(*blue, 10.0, cfg.registration, kernel=cfg.shift_kernel)

@@ -191,6 +191,30 @@ def test_take_patches_is_to_patches_indexed(device):
     assert torch.equal(take_patches(img, 16, ids, [4, 1]), to_patches(img, 16)[ids][:, [4, 1]])
 
 
+def test_patch_validity_and_any_valid_are_the_direct_reductions(device):
+    """The byte reductions give what cutting the mask into patches and ``all`` / ``any`` give: odd
+    sizes with a remainder, non-contiguous masks, a single invalid pixel at each corner of a patch,
+    empty and all-invalid masks."""
+    from s2v_gpu.patches import all_valid_patches, any_valid
+
+    g = torch.Generator().manual_seed(3)
+    for h, w, size, p_bad in ((70, 90, 16, 0.002), (64, 64, 8, 0.0), (37, 53, 5, 0.01), (16, 16, 16, 0.5)):
+        valid = (torch.rand(h, w, generator=g) >= p_bad).to(device)
+        for r, c in ((0, 0), (size - 1, size - 1), (size, 2 * size - 1)):
+            if r < h and c < w:
+                valid[r, c] = False
+        for mask in (valid, valid.t(), valid[1:, 2:]):
+            expected = to_patches(mask[None], size).flatten(1).all(1)
+            got = all_valid_patches(mask, size)
+            assert got.dtype == torch.bool and torch.equal(got, expected)
+            assert any_valid(mask) == bool(mask.any())
+    none = torch.zeros(9, 7, dtype=torch.bool, device=device)
+    assert not any_valid(none) and not any_valid(none[:0])
+    none[8, 6] = True
+    assert any_valid(none) and any_valid(none[:, 5:]) and not any_valid(none[:, :6])
+    assert all_valid_patches(none, 16).shape == (0,)
+
+
 def test_patches_order_and_validity(device):
     img = torch.arange(8 * 12, dtype=torch.float32, device=device).reshape(1, 8, 12)
     p = to_patches(img, 4)
