@@ -6,6 +6,6 @@ own (the application, Hydra's job logging, does that).
 
 import logging
 
-__version__ = "0.3.2"
+__version__ = "0.3.3"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
