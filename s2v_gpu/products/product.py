@@ -414,7 +414,8 @@ def _read_checked(path: str, window, ref: Grid, fill: int, out: np.ndarray | Non
                   band: bool = False) -> np.ndarray:
     """Read band 1 of ``path`` over ``window`` after checking its grid matches ``ref``; integer rasters
     of ``out``'s type are read into ``out`` (then returned), others are converted into it. ``band``:
-    a reflectance band, whose type must hold digital numbers (reflectance x quantification)."""
+    a reflectance band, whose type must hold digital numbers (reflectance x quantification); the
+    pixels its own no-data tag marks become ``fill`` (the product's no-data)."""
     with _open(path) as src:
         if band and np.dtype(src.dtypes[0]).itemsize < 2:
             raise RasterReadError(f"{path}: a {src.dtypes[0]} reflectance band cannot hold reflectance x 10000 "
@@ -432,21 +433,57 @@ def _read_checked(path: str, window, ref: Grid, fill: int, out: np.ndarray | Non
         )
         direct = out is not None and np.dtype(src.dtypes[0]) == out.dtype
         kwargs = {"window": window, "out": out if direct else None}
+        if out is not None and not direct:  # read wide enough for every value and the fill, checked below
+            kwargs["out_dtype"] = _wide_type(np.dtype(src.dtypes[0]))
         if not inside:
             kwargs.update(boundless=True, fill_value=fill)
         try:
             data = src.read(1, **kwargs)
         except rasterio.errors.RasterioIOError as exc:
             raise RasterReadError(f"{path}: cannot read pixels ({exc})") from exc
+        file_nodata = src.nodata
     if np.issubdtype(data.dtype, np.floating):
         # Some re-encoded products store the integer values as float32: bring them back to integers.
         if band:
             _refuse_unit_reflectance(path, data, fill)
         data = np.rint(np.where(np.isfinite(data), data, fill))
+    if band:
+        _file_nodata_as_fill(data, file_nodata, fill)
     if out is not None and not direct:
+        _refuse_out_of_range(path, data, out.dtype)
         out[...] = data
         return out
     return data
+
+
+def _wide_type(source: np.dtype) -> str:
+    """A type holding every value of ``source`` and the product's no-data (-10000)."""
+    if np.issubdtype(source, np.floating):
+        return "float64"
+    return "int32" if source.itemsize <= 2 else "int64"
+
+
+def _file_nodata_as_fill(data: np.ndarray, file_nodata: float | None, fill: float) -> None:
+    """The pixels a band's own GeoTIFF no-data tag marks (e.g. 0 or 65535 in a re-encoded uint16
+    product) are no-data whatever the metadata says: set to ``fill`` in place."""
+    if file_nodata is None or not np.isfinite(file_nodata) or file_nodata == fill:
+        return
+    info = np.iinfo(data.dtype) if np.issubdtype(data.dtype, np.integer) else None
+    if info is not None and not info.min <= file_nodata <= info.max:
+        return  # a tag the pixels cannot hold marks none of them
+    data[data == file_nodata] = fill
+
+
+def _refuse_out_of_range(path: str, data: np.ndarray, dtype: np.dtype) -> None:
+    """A value the buffer's integer type cannot hold would wrap around silently (40000 in a uint16
+    band read as int16 is -25536, a valid-looking negative reflectance): refuse the band instead."""
+    info = np.iinfo(dtype)
+    if not data.size or (data.min() >= info.min and data.max() <= info.max):
+        return
+    bad = data[(data < info.min) | (data > info.max)]
+    raise RasterReadError(f"{path}: value {bad.flat[0]:g} outside the {dtype} range of Theia digital numbers "
+                          f"(reflectance x quantification, {info.min}..{info.max}) and not its no-data; "
+                          "refusing to read it")
 
 
 def _refuse_unit_reflectance(path: str, data: np.ndarray, nodata: float) -> None:
