@@ -304,6 +304,22 @@ def test_a_band_s_own_nodata_tag_marks_invalid_pixels(product_copy):
         assert torch.equal(got.reflectance[:, expected_valid], before.reflectance[:, expected_valid])
 
 
+@pytest.mark.parametrize("mask", ["CLM", "SAT", "MG2", "EDG"])
+def test_a_nan_in_a_float_mask_is_an_unknown_flag_so_invalid(product_copy, mask):
+    """A mask re-encoded as float32 with NaN where its flags are unknown: those pixels are invalid
+    (0.3.2 read NaN as 0, "no flag", for CLM, SAT and MG2: clear, unsaturated, valid)."""
+    path = product_copy / "MASKS" / f"{product_copy.name}_{mask}_R1.tif"
+    before = TheiaProduct(product_copy).read(("B2", "B3"))
+    flags = _rewrite_band(path, "float32").astype(np.float32)
+    flags[2:6, 4:30] = np.nan
+    _rewrite_band(path, "float32", flags)
+    got = TheiaProduct(product_copy).read(("B2", "B3"))
+    unknown = torch.zeros_like(before.valid)
+    unknown[2:6, 4:30] = True
+    assert (before.valid & unknown).any()
+    assert torch.equal(got.valid, before.valid & ~unknown)
+
+
 def test_band_with_another_crs(product_copy):
     import rasterio
     from rasterio.crs import CRS

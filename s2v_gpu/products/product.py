@@ -444,9 +444,10 @@ def _read_checked(path: str, window, ref: Grid, fill: int, out: np.ndarray | Non
         file_nodata = src.nodata
     if np.issubdtype(data.dtype, np.floating):
         # Some re-encoded products store the integer values as float32: bring them back to integers.
+        # A non-finite value is no-data in a band; in a mask an unknown flag, so every bit set (invalid).
         if band:
             _refuse_unit_reflectance(path, data, fill)
-        data = np.rint(np.where(np.isfinite(data), data, fill))
+        data = np.rint(np.where(np.isfinite(data), data, fill if band else -1))
     if band:
         _file_nodata_as_fill(data, file_nodata, fill)
     if out is not None and not direct:
