@@ -63,7 +63,31 @@ def _damage_band(product, band, how):
     elif how == "crs":
         with rasterio.open(path, "r+") as dst:
             dst.crs = CRS.from_epsg(32630)
+    elif how == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+        _unblock_readers_later(path)
+    elif how == "device":
+        path.unlink()
+        path.symlink_to("/dev/zero")
     return path.name
+
+
+def _unblock_readers_later(fifo, seconds: float = 5.0):
+    """Should a reader open ``fifo`` (the bug under test), it would block forever: after ``seconds``
+    a writer opens and closes it, so that reader gets an empty file and the test fails instead of
+    hanging. Nothing happens when no reader is there."""
+    import threading
+
+    def release():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader: nothing is blocked
+            pass
+
+    timer = threading.Timer(seconds, release)
+    timer.daemon = True
+    timer.start()
 
 
 @pytest.mark.parametrize("sensor, band, how, fragments", [
@@ -71,6 +95,8 @@ def _damage_band(product, band, how):
     ("VENUS", "B7", "zero", ["RasterReadError", "_FRE_B7.tif"]),
     ("SENTINEL2", "B8A", "missing", ["MissingFileError", "missing band file", "_FRE_B8A.tif"]),
     ("SENTINEL2", "B4", "crs", ["RasterReadError", "_FRE_B4.tif", "CRS"]),
+    ("VENUS", "B3", "fifo", ["RasterReadError", "_FRE_B3.tif", "not a regular file"]),
+    ("SENTINEL2", "B2", "device", ["RasterReadError", "_FRE_B2.tif", "not a regular file"]),
 ])
 def test_broken_band(corpus, tmp_path, sensor, band, how, fragments):
     _damage_band(_victim(corpus, sensor), band, how)
@@ -110,6 +136,19 @@ def test_unparsable_product_name_is_reported(corpus, tmp_path):
     (corpus / "SENTINEL2A_2018-broken_L2A_T31TCJ_C_V2-2").mkdir()
     summary = _run(corpus, tmp_path)
     assert any("SENTINEL2A_2018-broken" in r for r in summary["rejected_names"])
+    assert summary["written"] == 3
+
+
+def test_a_fifo_named_like_a_product_zip_is_not_opened(corpus, tmp_path):
+    """A FIFO (or a link to nothing) named like a product zip would block the run on its first read:
+    it is not a product, it is listed among the rejected names, the other pairs are written."""
+    fifo = corpus / "VENUS-XS_20180702-104812-000_L2A_SYNTH-1_C_V2-9.zip"
+    os.mkfifo(fifo)
+    _unblock_readers_later(fifo)
+    (corpus / "VENUS-XS_20180703-104812-000_L2A_SYNTH-1_C_V2-2.zip").symlink_to(corpus / "nothing.zip")
+    summary = _run(corpus, tmp_path)
+    rejected = " ".join(summary["rejected_names"])
+    assert "20180702" in rejected and "20180703" in rejected and "not a regular file" in rejected
     assert summary["written"] == 3
 
 

@@ -17,8 +17,9 @@ def find_products(root: str | os.PathLike, rejected: list[str] | None = None) ->
 
     A product is a folder or a ``.zip`` whose name parses as a Theia L2A product name
     (``SENTINEL2*_..._L2A_...`` or ``VENUS*_..._L2A_...``). A folder that is a product is not searched
-    further. Names that look like products but do not parse are logged and skipped (and their
-    messages appended to ``rejected`` when a list is given).
+    further. Names that look like products but do not parse, and zips that are not regular files (a
+    FIFO would block its first reader), are logged and skipped (and their messages appended to
+    ``rejected`` when a list is given).
 
     Raises:
         FileNotFoundError: ``root`` does not exist.
@@ -35,17 +36,25 @@ def find_products(root: str | os.PathLike, rejected: list[str] | None = None) ->
                     found.append((Path(dirpath) / d, parse_product_name(d)))
                     continue
                 except ProductNameError as exc:
-                    log.warning("skipping %s", exc)
-                    if rejected is not None:
-                        rejected.append(str(exc))
+                    _reject(str(exc), rejected)
             keep.append(d)
         dirnames[:] = keep
         for f in sorted(filenames):
             if f.lower().endswith(".zip") and "_L2A_" in f:
+                path = os.path.join(dirpath, f)
                 try:
-                    found.append((Path(dirpath) / f, parse_product_name(f)))
+                    name = parse_product_name(f)
                 except ProductNameError as exc:
-                    log.warning("skipping %s", exc)
-                    if rejected is not None:
-                        rejected.append(str(exc))
+                    _reject(str(exc), rejected)
+                    continue
+                if os.path.isfile(path):
+                    found.append((Path(path), name))
+                else:  # a FIFO would block its first reader: never opened
+                    _reject(f"{path}: not a regular file (a FIFO, socket, device or a link to nothing)", rejected)
     return sorted(found, key=lambda item: str(item[0]))
+
+
+def _reject(reason: str, rejected: list[str] | None) -> None:
+    log.warning("skipping %s", reason)
+    if rejected is not None:
+        rejected.append(reason)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -202,6 +203,7 @@ class TheiaProduct:
         """Basename -> member path (relative path in the folder, or name inside the zip)."""
         members: dict[str, str] = {}
         if self.is_zip:
+            regular_file(self.path)
             try:
                 with zipfile.ZipFile(self.path) as zf:
                     names = zf.namelist()
@@ -222,7 +224,9 @@ class TheiaProduct:
         return f"{self.path}!{member}" if self.is_zip else str(self.path / member)
 
     def _gdal_path(self, member: str) -> str:
-        return f"/vsizip/{self.path.resolve()}/{member}" if self.is_zip else str(self.path / member)
+        if self.is_zip:
+            return f"/vsizip/{self.path.resolve()}/{member}"
+        return str(regular_file(self.path / member))
 
     def _read_member(self, member: str) -> bytes:
         """A small member (metadata) read into memory, refused before inflating when its declared
@@ -236,7 +240,7 @@ class TheiaProduct:
                 with zf.open(member) as fh:
                     data = fh.read(MAX_MEMBER_BYTES + 1)
         else:
-            path = self.path / member
+            path = regular_file(self.path / member)
             if path.stat().st_size > MAX_MEMBER_BYTES:
                 raise MetadataError(f"{shown}: {path.stat().st_size} bytes (> {MAX_MEMBER_BYTES}); refused")
             with open(path, "rb") as fh:
@@ -376,6 +380,20 @@ def _valid_rows(sources: list[tuple[np.ndarray, str, object]], valid: np.ndarray
             flags = part != 0
         invalid = flags if invalid is None else np.logical_or(invalid, flags, out=invalid)
     np.logical_not(invalid, out=valid[r0:r1])
+
+
+def regular_file(path: Path) -> Path:
+    """``path`` if it is a regular file (a link to one included); a FIFO, socket or device is refused:
+    opening a FIFO blocks until something writes to it, and a hostile archive would hang the run."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        raise MissingFileError(f"{path}: missing (a link to nothing?)") from exc
+    except OSError as exc:
+        raise RasterReadError(f"{path}: cannot be examined ({exc.strerror or exc})") from exc
+    if not stat.S_ISREG(mode):
+        raise RasterReadError(f"{path}: not a regular file (a FIFO, socket or device); refusing to open it")
+    return path
 
 
 def _open(path: str):
