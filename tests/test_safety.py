@@ -271,6 +271,20 @@ def test_zero_quantification_is_named(corpus, tmp_path):
     _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_MTD_ALL.xml", "REFLECTANCE_QUANTIFICATION_VALUE")
 
 
+@pytest.mark.parametrize("value", ["nan", "-10000.5", "40000"])
+def test_an_impossible_nodata_value_is_named(corpus, tmp_path, value):
+    """A no-data value no int16 pixel can equal (NaN matches nothing): every no-data pixel would be
+    read as a valid -1.0 reflectance; the product is refused naming its metadata document."""
+    import re
+
+    s2 = _victim(corpus, "SENTINEL2")
+    mtd = s2 / f"{s2.name}_MTD_ALL.xml"
+    text = mtd.read_text()
+    assert '<SPECIAL_VALUE name="nodata">-10000<' in text
+    mtd.write_text(re.sub(r'(<SPECIAL_VALUE name="nodata">)[^<]*', rf"\g<1>{value}", text))
+    _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_MTD_ALL.xml", "SPECIAL_VALUE nodata")
+
+
 def test_geographic_product_is_named(corpus, tmp_path):
     s2 = _victim(corpus, "SENTINEL2")
     for f in s2.rglob("*.tif"):

@@ -180,6 +180,10 @@ class TheiaProduct:
             raise MetadataError(f"{self._display(mtd)}: REFLECTANCE_QUANTIFICATION_VALUE is {self.quantification}; "
                                 "it must be a positive number (reflectance = value / quantification)")
         self.nodata = self.metadata.nodata if self.metadata else DEFAULT_NODATA
+        if not (math.isfinite(self.nodata) and self.nodata == round(self.nodata) and -32768 <= self.nodata <= 32767):
+            # NaN would match no pixel: every no-data pixel would be read as a valid -1.0 reflectance
+            raise MetadataError(f"{self._display(mtd)}: SPECIAL_VALUE nodata is {self.nodata}; it must be an integer "
+                                "digital number of the int16 bands (Theia: -10000)")
 
     # ----------------------------------------------------------------------------------- layout
     def __repr__(self) -> str:
