@@ -366,13 +366,15 @@ def _weighted_sum(weights: list[float], views: list[torch.Tensor]) -> torch.Tens
     return out
 
 
-def _weighing_taps(d: float, kernel: Kernel) -> list[tuple[int, float]]:
+@functools.lru_cache(maxsize=64)
+def _weighing_taps(d: float, kernel: Kernel) -> tuple[tuple[int, float], ...]:
     """``(offset, weight)`` of the taps that weigh in a shift by ``d``: the sample at ``p + d`` reads
     ``p + offset`` (the whole part of ``d`` included). Zero weights are left out: an integer shift
-    reads one pixel, and only its validity counts (the values' and the validity's passes share this)."""
+    reads one pixel, and only its validity counts (the values' and the validity's passes share this).
+    Kept per shift: a pair's patches are moved window by window with the same two shifts."""
     n = math.floor(d)
     weights = kernel.weights(torch.tensor(d - n, dtype=torch.float64)).tolist()
-    return [(n + o, w) for w, o in zip(weights, kernel.offsets) if w != 0.0]
+    return tuple((n + o, w) for w, o in zip(weights, kernel.offsets) if w != 0.0)
 
 
 def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int,
