@@ -32,7 +32,8 @@ def to_patches(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def take_patches(image: torch.Tensor, size: int, ids: torch.Tensor, channels: list[int] | None = None) -> torch.Tensor:
-    """Copy out some patches of :func:`to_patches`'s numbering (and some channels) in one gather.
+    """Copy out some patches of :func:`to_patches`'s numbering (and some channels): on a GPU in one
+    gather, on the CPU patch by patch as slices (plain row copies: half the CPU time of a gather).
 
     Args:
         image: ``(C, H, W)``.
@@ -42,14 +43,28 @@ def take_patches(image: torch.Tensor, size: int, ids: torch.Tensor, channels: li
 
     Returns:
         ``(K, C', size, size)`` contiguous.
+
+    Raises:
+        IndexError: a patch number outside the grid.
     """
     check_shape(image, 3, "image")
-    nw = image.shape[2] // size
+    nh, nw = image.shape[1] // size, image.shape[2] // size
+    if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < nh * nw):
+        raise IndexError(f"patch numbers {int(ids.min())}..{int(ids.max())} outside a grid of {nh} x {nw} patches")
+    ch = None if channels is None else torch.as_tensor(channels, device=image.device, dtype=torch.long)
+    if image.device.type == "cpu":
+        out = torch.empty((ids.numel(), image.shape[0] if ch is None else ch.numel(), size, size), dtype=image.dtype)
+        for k, (r, c) in enumerate(zip(*(t.tolist() for t in patch_corners(ids, size, image.shape[2])))):
+            window = image[:, r:r + size, c:c + size]
+            if ch is None:
+                out[k].copy_(window)
+            else:
+                torch.index_select(window, 0, ch, out=out[k])
+        return out
     grid = image.unfold(1, size, size).unfold(2, size, size).permute(1, 2, 0, 3, 4)  # nh, nw, C, s, s (a view)
     r, c = ids // nw, ids % nw
-    if channels is None:
+    if ch is None:
         return grid[r, c]
-    ch = torch.as_tensor(channels, device=image.device)
     return grid[r[:, None], c[:, None], ch[None, :]]
 
 

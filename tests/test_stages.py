@@ -189,6 +189,11 @@ def test_take_patches_is_to_patches_indexed(device):
     ids = torch.tensor([0, 4, 7, 9], device=device)
     assert torch.equal(take_patches(img, 16, ids), to_patches(img, 16)[ids])
     assert torch.equal(take_patches(img, 16, ids, [4, 1]), to_patches(img, 16)[ids][:, [4, 1]])
+    assert torch.equal(take_patches(img, 16, ids.flip(0), [3]), to_patches(img, 16)[ids.flip(0)][:, [3]])
+    assert take_patches(img, 16, ids[:0], [1, 2]).shape == (0, 2, 16, 16)
+    for bad in ([20], [-1]):  # a 4 x 5 grid: no silent wrap-around (a negative number indexed from the end)
+        with pytest.raises(IndexError, match="outside a grid of 4 x 5"):
+            take_patches(img, 16, torch.tensor(bad, device=device))
 
 
 def test_patch_validity_and_any_valid_are_the_direct_reductions(device):
