@@ -163,6 +163,12 @@ class PairInputs:
     sources: dict = field(default_factory=dict)
 
 
+#: The widest common grid read (5 m pixels a side). A VENuS tile is 5560 px (27.8 km); a larger one is
+#: a malformed or hostile header (a sparse GeoTIFF can declare 10^5 px a side in a few kB), whose
+#: buffers would exhaust the memory and get the process killed without a message.
+MAX_GRID_PX = 16384
+
+
 def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu") -> PairInputs:
     """Read one pair's inputs (the I/O part of :func:`process_pair`; the run calls it in a background
     thread for the next pair while the current one is computed).
@@ -179,6 +185,10 @@ def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu
     if grid is None:
         raise PairSkipped(f"{pair.pair_id}: the footprints of {pair.venus.name} and {pair.s2.name} do not overlap "
                           f"by one {cfg.patches.size_5m}-pixel patch")
+    if max(grid.width, grid.height) > MAX_GRID_PX:  # before any pixel is read or any buffer allocated
+        raise PairSkipped(f"{pair.pair_id}: the common grid is {grid.width} x {grid.height} pixels at 5 m (more than "
+                          f"{MAX_GRID_PX} on a side): not a VENuS tile ({pair.venus.name}'s header declares "
+                          f"{venus.grid('XS').width} x {venus.grid('XS').height}); refused before reading it")
     # Sentinel-2 pixels read around the grid: the largest shift accepted plus the kernel's reach
     extra = KERNELS[cfg.shift_kernel].reach + cfg.read_margin_extra_px
     reach_m = cfg.registration.max_distance_m + (cfg.registration.local_max_field_m

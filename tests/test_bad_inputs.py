@@ -188,6 +188,28 @@ def test_pair_without_overlap(corpus, tmp_path):
     _assert_isolated(_run(corpus, tmp_path), tmp_path, "skipped", "do not overlap")
 
 
+def _declare_huge(band, side):
+    """Rewrite ``band`` as a sparse tiled GeoTIFF of ``side`` x ``side`` pixels (same origin, pixel size
+    and CRS): a few kB on disk, gigabytes once read."""
+    with rasterio.open(band) as src:
+        profile = src.profile
+    profile.update(width=side, height=side, tiled=True, blockxsize=256, blockysize=256, sparse_ok=True)
+    with rasterio.open(band, "w", **profile):
+        pass
+    assert band.stat().st_size < 2**20
+
+
+def test_a_huge_declared_raster_is_refused_before_reading(corpus, tmp_path):
+    """VENuS and Sentinel-2 headers declaring 40000 x 40000 / 20000 x 20000 pixels (200 km): the
+    buffers of their common grid would exhaust the memory and the process would be killed without a
+    message; the pair is refused from the headers alone, naming the VENuS product (here only the two
+    files whose headers define the grids are rewritten: reading the others is what must not start)."""
+    venus, s2 = _victim(corpus, "VENUS"), _victim(corpus, "SENTINEL2")
+    _declare_huge(venus / f"{venus.name}_FRE_B1.tif", 40000)
+    _declare_huge(s2 / f"{s2.name}_FRE_B2.tif", 20000)
+    _assert_isolated(_run(corpus, tmp_path), tmp_path, "skipped", "not a VENuS tile", venus.name, "40000 x 40000")
+
+
 def test_fully_nodata_sentinel2(corpus, tmp_path):
     s2 = _victim(corpus, "SENTINEL2")
     for f in s2.glob("MASKS/*_EDG_R*.tif"):
