@@ -39,7 +39,7 @@ from s2v_gpu.grids import common_grid
 from s2v_gpu.hostmem import retain_freed_memory
 from s2v_gpu.layout import pair_file_names
 from s2v_gpu.pairing import find_pairs
-from s2v_gpu.pipeline import VENUS_BANDS_READ, PipelineConfig, process_pair
+from s2v_gpu.pipeline import MAX_GRID_PX, VENUS_BANDS_READ, PipelineConfig, process_pair
 from s2v_gpu.products import TheiaProduct, find_products
 from s2v_gpu.products import product as products_module
 from s2v_gpu.registration import RegistrationConfig
@@ -256,6 +256,8 @@ def check_arguments(args) -> str | None:
     """What makes the run impossible, found before measuring anything (None: all is well)."""
     if args.size_px < MIN_SIZE_PX:
         return f"--size-px {args.size_px}: at least {MIN_SIZE_PX} (one registration tile and one patch)"
+    if args.size_px > MAX_GRID_PX:
+        return f"--size-px {args.size_px}: at most {MAX_GRID_PX} (the pipeline refuses a wider grid: not a VENuS tile)"
     if args.repeats < 1:
         return f"--repeats {args.repeats}: at least 1"
     if args.reference_repeats is not None and args.reference_repeats < 1:
