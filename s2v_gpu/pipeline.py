@@ -181,14 +181,15 @@ def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu
     start = time.perf_counter()
     venus = TheiaProduct(pair.venus)
     s2 = TheiaProduct(pair.s2)
-    grid = common_grid(venus.grid("XS"), s2.grid("R1"), min_size_px=cfg.patches.size_5m)
+    vgrid = venus.grid("XS")
+    grid = common_grid(vgrid, s2.grid("R1"), min_size_px=cfg.patches.size_5m)
     if grid is None:
         raise PairSkipped(f"{pair.pair_id}: the footprints of {pair.venus.name} and {pair.s2.name} do not overlap "
                           f"by one {cfg.patches.size_5m}-pixel patch")
     if max(grid.width, grid.height) > MAX_GRID_PX:  # before any pixel is read or any buffer allocated
         raise PairSkipped(f"{pair.pair_id}: the common grid is {grid.width} x {grid.height} pixels at 5 m (more than "
                           f"{MAX_GRID_PX} on a side): not a VENuS tile ({pair.venus.name}'s header declares "
-                          f"{venus.grid('XS').width} x {venus.grid('XS').height}); refused before reading it")
+                          f"{vgrid.width} x {vgrid.height}); refused before reading it")
     # Sentinel-2 pixels read around the grid: the largest shift accepted plus the kernel's reach
     extra = KERNELS[cfg.shift_kernel].reach + cfg.read_margin_extra_px
     reach_m = cfg.registration.max_distance_m + (cfg.registration.local_max_field_m

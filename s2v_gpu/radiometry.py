@@ -104,7 +104,7 @@ def apply_linear(v: torch.Tensor, w: torch.Tensor, divisor: float = 1.0, index: 
                  encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Apply ``W`` (C+1, D) to ``(N, C, H, W)`` images ``v / divisor`` (those of ``index`` ``(K,)`` only)
-    -> ``(N or K, D, H, W)`` float32 (float64 for float64 input).
+    -> ``(N or K, D, H, W)`` float32 (float64 for float64 input; ``out_dtype`` when given).
 
     Batched matrix products over the flattened pixels (no layout change), a few images at a time (the
     stored integers converted in cache, not as a copy of them all), the bias added in place; the
