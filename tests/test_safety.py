@@ -285,6 +285,29 @@ def test_an_impossible_nodata_value_is_named(corpus, tmp_path, value):
     _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_MTD_ALL.xml", "SPECIAL_VALUE nodata")
 
 
+@pytest.mark.parametrize("sensor, how", [("VENUS", "rotated"), ("VENUS", "6 m pixels"),
+                                         ("SENTINEL2", "south-up"), ("SENTINEL2", "sheared")])
+def test_a_grid_that_is_not_north_up_at_its_resolution_is_named(corpus, tmp_path, sensor, how):
+    """A geotransform with a rotation or shear term, a south-up one or another pixel size than the
+    group's (5 m VENuS, 10 / 20 m Sentinel-2): the footprints and windows, computed as north-up square
+    pixels of that size, would place the pixels elsewhere without an error. The pair fails naming the
+    file and the geotransform."""
+    product = _victim(corpus, sensor)
+    for f in product.rglob("*.tif"):
+        with rasterio.open(f, "r+") as dst:
+            t = dst.transform
+            if how == "rotated":
+                dst.transform = rasterio.Affine.translation(t.c, t.f) * rasterio.Affine.rotation(1.0) * \
+                    rasterio.Affine.scale(t.a, t.e)
+            elif how == "6 m pixels":
+                dst.transform = rasterio.Affine(6.0, 0, t.c, 0, -6.0, t.f)
+            elif how == "south-up":
+                dst.transform = rasterio.Affine(t.a, 0, t.c, 0, -t.e, t.f + t.e * dst.height)
+            else:
+                dst.transform = rasterio.Affine(t.a, 0.5, t.c, 0, t.e, t.f)
+    _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "RasterReadError", "is not north-up with square")
+
+
 def test_geographic_product_is_named(corpus, tmp_path):
     s2 = _victim(corpus, "SENTINEL2")
     for f in s2.rglob("*.tif"):

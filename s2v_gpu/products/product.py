@@ -37,7 +37,7 @@ import torch
 from affine import Affine
 from rasterio.crs import CRS
 
-from ..bands import DEFAULT_NODATA, DEFAULT_QUANTIFICATION, S2_GROUPS, VENUS_GROUPS
+from ..bands import DEFAULT_NODATA, DEFAULT_QUANTIFICATION, S2_GROUPS, S2_RESOLUTION, VENUS_GROUPS, VENUS_RESOLUTION
 from ..errors import MetadataError, MissingFileError, ProductNameError, RasterReadError
 from .metadata import ProductMetadata, read_metadata_bytes
 from .naming import ProductName, parse_product_name
@@ -277,7 +277,11 @@ class TheiaProduct:
             if src.crs is None or not src.crs.is_projected:
                 raise RasterReadError(f"{path}: CRS {src.crs} is not a projected CRS (geographic degrees or none); "
                                       "Theia L2A products are in UTM metres")
+            _check_north_up(path, src.transform, self._resolution(group))
             return Grid(src.crs, src.transform, src.width, src.height)
+
+    def _resolution(self, group: str) -> float:
+        return (VENUS_RESOLUTION if self.sensor == "VENUS" else S2_RESOLUTION)[group]
 
     # ------------------------------------------------------------------------------------ reading
     def _mask_paths(self, group: str, masks: MaskConfig) -> dict[str, str]:
@@ -398,6 +402,14 @@ def regular_file(path: Path) -> Path:
     if not stat.S_ISREG(mode):
         raise RasterReadError(f"{path}: not a regular file (a FIFO, socket or device); refusing to open it")
     return path
+
+
+def _check_north_up(path: str, t: Affine, res: float) -> None:
+    """Every window and footprint is computed as north-up square pixels of the group's size: a rotated,
+    sheared, south-up or resized grid would place the pixels elsewhere without an error. Refused."""
+    if t.b != 0 or t.d != 0 or abs(t.a - res) > 1e-6 or abs(t.e + res) > 1e-6:
+        raise RasterReadError(f"{path}: geotransform {tuple(t)[:6]} is not north-up with square {res:g} m pixels "
+                              "(no rotation), as Theia products are; refusing to place its pixels")
 
 
 def _open(path: str):
