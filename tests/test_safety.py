@@ -308,6 +308,15 @@ def test_a_grid_that_is_not_north_up_at_its_resolution_is_named(corpus, tmp_path
     _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "RasterReadError", "is not north-up with square")
 
 
+def test_a_projected_crs_in_feet_is_named(corpus, tmp_path):
+    """A projected CRS in US survey feet (EPSG:2229) with 5-unit pixels: 1.5 m pixels read as 5 m ones."""
+    venus = _victim(corpus, "VENUS")
+    for f in venus.rglob("*.tif"):
+        with rasterio.open(f, "r+") as dst:
+            dst.crs = CRS.from_epsg(2229)
+    _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "RasterReadError", "US survey foot, not metres")
+
+
 def test_geographic_product_is_named(corpus, tmp_path):
     s2 = _victim(corpus, "SENTINEL2")
     for f in s2.rglob("*.tif"):

@@ -277,6 +277,10 @@ class TheiaProduct:
             if src.crs is None or not src.crs.is_projected:
                 raise RasterReadError(f"{path}: CRS {src.crs} is not a projected CRS (geographic degrees or none); "
                                       "Theia L2A products are in UTM metres")
+            units, factor = src.crs.linear_units_factor
+            if abs(factor - 1.0) > 1e-9:  # pixel sizes and shifts are metres everywhere
+                raise RasterReadError(f"{path}: CRS units are {units}, not metres; Theia L2A products are in "
+                                      "UTM metres")
             _check_north_up(path, src.transform, self._resolution(group))
             return Grid(src.crs, src.transform, src.width, src.height)
 
