@@ -153,6 +153,10 @@ def _ranges(cfg: RunConfig) -> list[tuple[bool, str]]:
         (0 <= r.min_inlier_fraction <= 1,
          f"pipeline.registration.min_inlier_fraction={r.min_inlier_fraction} must be in [0, 1]"),
         (r.max_tiles >= 0, f"pipeline.registration.max_tiles={r.max_tiles} must be >= 0"),
+        (0 <= r.phase_min_peak <= 1, f"pipeline.registration.phase_min_peak={r.phase_min_peak} must be in [0, 1] "
+                                     "(a normalised correlation peak)"),
+        (r.phase_min_tiles >= 1, f"pipeline.registration.phase_min_tiles={r.phase_min_tiles} must be >= 1 "
+                                 "(0 would accept a seed no tile agrees on)"),
         (r.refine_iterations >= 1, f"pipeline.registration.refine_iterations={r.refine_iterations} must be >= 1"),
         (r.refine_max_pixels >= 1000, f"pipeline.registration.refine_max_pixels={r.refine_max_pixels} must be >= 1000"),
         (r.refine_min_points >= 10, f"pipeline.registration.refine_min_points={r.refine_min_points} must be >= 10"),
