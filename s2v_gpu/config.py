@@ -186,6 +186,7 @@ def _ranges(cfg: RunConfig) -> list[tuple[bool, str]]:
         (all(1 <= b <= 8 for b in p.masks.mg2_invalid_bits),
          f"pipeline.masks.mg2_invalid_bits={list(p.masks.mg2_invalid_bits)}: MG2 bit numbers are 1..8"),
         (cfg.device.threads >= 0, f"device.threads={cfg.device.threads} must be >= 0 (0: automatic)"),
+        (cfg.demo.seed >= 0, f"demo.seed={cfg.demo.seed} must be >= 0 (it seeds numpy's generator of the demo)"),
         (cfg.device.name in ("auto", "cpu", "cuda") or (cfg.device.name.startswith("cuda:")
                                                         and cfg.device.name[5:].isdigit()),
          f"device.name={cfg.device.name!r}: use auto, cpu, cuda or cuda:N"),

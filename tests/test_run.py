@@ -131,6 +131,7 @@ def test_published_layout_names(tiny_archive, tmp_path):
     ("pairing.max_dt_minutes=-1", "max_dt_minutes=-1.0 must be >= 0"),
     ("pipeline.registration.max_distance_m=inf", "max_distance_m=inf: must be a finite number"),
     ("pipeline.registration.phase_min_tiles=0", "phase_min_tiles=0 must be >= 1"),
+    ("demo.seed=-1", "demo.seed=-1 must be >= 0"),
     ("pipeline.registration.phase_min_peak=1.5", r"phase_min_peak=1.5 must be in \[0, 1\]"),
     ("site=..", "site='..'"),
 ])
