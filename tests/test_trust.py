@@ -147,6 +147,21 @@ def test_bench_without_opencv_says_so_before_measuring(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("override, fragment", [
+    ("report.n_patches=-5", "report.n_patches=-5 must be >= 1"),
+    ("report.max_pairs=0", "report.max_pairs=0 must be >= 1"),
+    ("report.dpi=100000", "report.dpi=100000 must be in [10, 600]"),
+    ("report.max_mae=nan", "report.max_mae=nan must be a finite number > 0"),
+    ("report.sample_patches=0", "report.sample_patches=0 must be >= 1"),
+])
+def test_report_values_that_would_crash_or_flag_nonsense_are_refused(tmp_path, override, fragment):
+    """Each of these crashed the report half-way with a traceback (or, for the thresholds, flagged
+    everything or nothing): one line naming the key, exit 2, before the folder is read."""
+    p = _cli([f"paths.dataset={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'h'}", override], tmp_path,
+             "s2v_gpu.report")
+    assert p.returncode == 2 and fragment in _one_line(p)
+
+
 @pytest.mark.parametrize("module", ["s2v_gpu.run", "s2v_gpu.report", "s2v_gpu.aggregate"])
 def test_every_command_tells_its_version(tmp_path, module):
     import s2v_gpu
