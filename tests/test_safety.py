@@ -308,22 +308,18 @@ def test_a_grid_that_is_not_north_up_at_its_resolution_is_named(corpus, tmp_path
     _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "RasterReadError", "is not north-up with square")
 
 
-def test_a_projected_crs_in_feet_is_named(corpus, tmp_path):
-    """A projected CRS in US survey feet (EPSG:2229) with 5-unit pixels: 1.5 m pixels read as 5 m ones."""
-    venus = _victim(corpus, "VENUS")
-    for f in venus.rglob("*.tif"):
+@pytest.mark.parametrize("sensor, epsg, fragment", [
+    ("SENTINEL2", 4326, "not a projected CRS"),  # geographic degrees
+    ("VENUS", 2229, "US survey foot, not metres"),  # projected in feet: its 5-unit pixels are 1.5 m
+])
+def test_a_crs_that_is_not_projected_in_metres_is_named(corpus, tmp_path, sensor, epsg, fragment):
+    product = _victim(corpus, sensor)
+    for f in product.rglob("*.tif"):
         with rasterio.open(f, "r+") as dst:
-            dst.crs = CRS.from_epsg(2229)
-    _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "RasterReadError", "US survey foot, not metres")
-
-
-def test_geographic_product_is_named(corpus, tmp_path):
-    s2 = _victim(corpus, "SENTINEL2")
-    for f in s2.rglob("*.tif"):
-        with rasterio.open(f, "r+") as dst:
-            dst.crs = CRS.from_epsg(4326)
-            dst.transform = rasterio.Affine(0.0001, 0, 1.0, 0, -0.0001, 43.0)
-    _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "not a projected CRS")
+            dst.crs = CRS.from_epsg(epsg)
+            if epsg == 4326:
+                dst.transform = rasterio.Affine(0.0001, 0, 1.0, 0, -0.0001, 43.0)
+    _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", fragment)
 
 
 def test_geopackage_write_failure_names_the_file(corpus, tmp_path, monkeypatch):
