@@ -366,7 +366,7 @@ def fit_radiometry(pid: str, cand: Candidates, rc: RadiometryConfig, gen: torch.
     pre = torch.sqrt((patch_rmse(cand.v10, cand.s10) ** 2 + patch_rmse(cand.v20, cand.s20) ** 2) / 2)
     fit_keep = pre <= rc.fit_max_rmse
     if not fit_keep.any():
-        raise PairSkipped(f"{pid}: every valid patch has RMSE > {rc.fit_max_rmse} before the fit")
+        raise PairSkipped(f"{pid}: every valid patch has RMSE > {rc.fit_max_rmse} before the fit{_scale_hint(cand)}")
     a10, b10 = sample_pixels(cand.v10, cand.s10, fit_keep, rc.n_pixels, gen)
     a20, b20 = sample_pixels(cand.v20, cand.s20, fit_keep, rc.n_pixels, gen)
     try:
@@ -374,6 +374,16 @@ def fit_radiometry(pid: str, cand: Candidates, rc: RadiometryConfig, gen: torch.
     except S2VError as exc:
         raise PairSkipped(f"{pid}: {exc}") from exc
     return w[0], w[1], fit_keep, int(a10.shape[0]), int(a20.shape[0])
+
+
+def _scale_hint(cand: Candidates) -> str:
+    """When the two sensors' mean reflectances differ by more than 3x (same-day surface reflectances
+    agree within tens of percent), the likely cause: a wrong REFLECTANCE_QUANTIFICATION_VALUE."""
+    ratio = float(cand.s10.double().mean() / cand.v10.double().mean().clamp_min(1e-9))
+    if 1 / 3 <= ratio <= 3:
+        return ""
+    return (f" (Sentinel-2 is {ratio:.3g}x VENuS on average: is one product's REFLECTANCE_QUANTIFICATION_VALUE "
+            "wrong?)")
 
 
 def draw_patches(cand: Candidates, sc: SelectionConfig, gen: torch.Generator) -> Candidates:

@@ -271,6 +271,19 @@ def test_zero_quantification_is_named(corpus, tmp_path):
     _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_MTD_ALL.xml", "REFLECTANCE_QUANTIFICATION_VALUE")
 
 
+def test_a_tenfold_quantification_error_skips_the_pair_and_says_so(corpus, tmp_path):
+    """Sentinel-2's REFLECTANCE_QUANTIFICATION_VALUE written 1000 instead of 10000: its reflectance is
+    10x VENuS's; the paper's pre-fit RMSE filter refuses every patch, and the reason gives the ratio."""
+    import re
+
+    s2 = _victim(corpus, "SENTINEL2")
+    mtd = s2 / f"{s2.name}_MTD_ALL.xml"
+    text = mtd.read_text()
+    assert "<REFLECTANCE_QUANTIFICATION_VALUE>10000<" in text
+    mtd.write_text(re.sub(r"(<REFLECTANCE_QUANTIFICATION_VALUE>)10000", r"\g<1>1000", text))
+    _assert_isolated(_run(corpus, tmp_path), tmp_path, "skipped", "RMSE >", "REFLECTANCE_QUANTIFICATION_VALUE wrong?")
+
+
 @pytest.mark.parametrize("value", ["nan", "-10000.5", "40000"])
 def test_an_impossible_nodata_value_is_named(corpus, tmp_path, value):
     """A no-data value no int16 pixel can equal (NaN matches nothing): every no-data pixel would be
