@@ -260,27 +260,25 @@ def test_float_band_holding_unit_reflectance_is_refused(corpus, tmp_path):
     _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_FRE_B4.tif", "reflectance in 0..1")
 
 
-def test_zero_quantification_is_named(corpus, tmp_path):
-    venus = _victim(corpus, "VENUS")
-    mtd = venus / f"{venus.name}_MTD_ALL.xml"
-    text = mtd.read_text()
-    assert "REFLECTANCE_QUANTIFICATION_VALUE" in text
+def _edit_metadata(product, pattern: str, replacement: str) -> None:
+    """Substitute ``pattern`` (which must occur) in the product's MTD_ALL.xml."""
     import re
 
-    mtd.write_text(re.sub(r"(<REFLECTANCE_QUANTIFICATION_VALUE>)[^<]*", r"\g<1>0", text))
+    mtd = product / f"{product.name}_MTD_ALL.xml"
+    text = mtd.read_text()
+    assert re.search(pattern, text), pattern
+    mtd.write_text(re.sub(pattern, replacement, text))
+
+
+def test_zero_quantification_is_named(corpus, tmp_path):
+    _edit_metadata(_victim(corpus, "VENUS"), r"(<REFLECTANCE_QUANTIFICATION_VALUE>)[^<]*", r"\g<1>0")
     _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_MTD_ALL.xml", "REFLECTANCE_QUANTIFICATION_VALUE")
 
 
 def test_a_tenfold_quantification_error_skips_the_pair_and_says_so(corpus, tmp_path):
     """Sentinel-2's REFLECTANCE_QUANTIFICATION_VALUE written 1000 instead of 10000: its reflectance is
     10x VENuS's; the paper's pre-fit RMSE filter refuses every patch, and the reason gives the ratio."""
-    import re
-
-    s2 = _victim(corpus, "SENTINEL2")
-    mtd = s2 / f"{s2.name}_MTD_ALL.xml"
-    text = mtd.read_text()
-    assert "<REFLECTANCE_QUANTIFICATION_VALUE>10000<" in text
-    mtd.write_text(re.sub(r"(<REFLECTANCE_QUANTIFICATION_VALUE>)10000", r"\g<1>1000", text))
+    _edit_metadata(_victim(corpus, "SENTINEL2"), r"(<REFLECTANCE_QUANTIFICATION_VALUE>)10000<", r"\g<1>1000<")
     _assert_isolated(_run(corpus, tmp_path), tmp_path, "skipped", "RMSE >", "REFLECTANCE_QUANTIFICATION_VALUE wrong?")
 
 
@@ -288,13 +286,7 @@ def test_a_tenfold_quantification_error_skips_the_pair_and_says_so(corpus, tmp_p
 def test_an_impossible_nodata_value_is_named(corpus, tmp_path, value):
     """A no-data value no int16 pixel can equal (NaN matches nothing): every no-data pixel would be
     read as a valid -1.0 reflectance; the product is refused naming its metadata document."""
-    import re
-
-    s2 = _victim(corpus, "SENTINEL2")
-    mtd = s2 / f"{s2.name}_MTD_ALL.xml"
-    text = mtd.read_text()
-    assert '<SPECIAL_VALUE name="nodata">-10000<' in text
-    mtd.write_text(re.sub(r'(<SPECIAL_VALUE name="nodata">)[^<]*', rf"\g<1>{value}", text))
+    _edit_metadata(_victim(corpus, "SENTINEL2"), r'(<SPECIAL_VALUE name="nodata">)-10000<', rf"\g<1>{value}<")
     _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_MTD_ALL.xml", "SPECIAL_VALUE nodata")
 
 
