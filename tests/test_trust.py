@@ -147,19 +147,34 @@ def test_bench_without_opencv_says_so_before_measuring(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("report.n_patches=-5", "report.n_patches=-5 must be >= 1"),
-    ("report.max_pairs=0", "report.max_pairs=0 must be >= 1"),
-    ("report.dpi=100000", "report.dpi=100000 must be in [10, 600]"),
-    ("report.max_mae=nan", "report.max_mae=nan must be a finite number > 0"),
-    ("report.sample_patches=0", "report.sample_patches=0 must be >= 1"),
+@pytest.mark.parametrize("key, value, fragment", [
+    ("n_patches", -5, "report.n_patches=-5 must be >= 1"),
+    ("max_pairs", 0, "report.max_pairs=0 must be >= 1"),
+    ("dpi", 100000, "report.dpi=100000 must be in [10, 600]"),
+    ("max_mae", float("nan"), "report.max_mae=nan must be a finite number > 0"),
+    ("sample_patches", 0, "report.sample_patches=0 must be >= 1"),
 ])
-def test_report_values_that_would_crash_or_flag_nonsense_are_refused(tmp_path, override, fragment):
+def test_report_values_that_would_crash_or_flag_nonsense_are_refused(key, value, fragment):
     """Each of these crashed the report half-way with a traceback (or, for the thresholds, flagged
-    everything or nothing): one line naming the key, exit 2, before the folder is read."""
-    p = _cli([f"paths.dataset={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'h'}", override], tmp_path,
-             "s2v_gpu.report")
-    assert p.returncode == 2 and fragment in _one_line(p)
+    everything or nothing)."""
+    import dataclasses
+
+    from s2v_gpu.config import ConfigError
+    from s2v_gpu.report.app import validate_report
+    from s2v_gpu.report.metrics import ReportConfig
+
+    validate_report(ReportConfig())
+    with pytest.raises(ConfigError) as refused:
+        validate_report(dataclasses.replace(ReportConfig(), **{key: value}))
+    assert fragment in str(refused.value)
+
+
+def test_the_report_apps_refuse_a_bad_value_before_reading_the_folder(tmp_path):
+    """One line naming the key, exit 2, before the (missing) folder is looked at."""
+    for module in ("s2v_gpu.report", "s2v_gpu.aggregate"):
+        p = _cli([f"paths.dataset={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'h'}", "report.dpi=0"],
+                 tmp_path, module)
+        assert p.returncode == 2 and "report.dpi=0 must be in [10, 600]" in _one_line(p)
 
 
 @pytest.mark.parametrize("module", ["s2v_gpu.run", "s2v_gpu.report", "s2v_gpu.aggregate"])
