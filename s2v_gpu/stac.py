@@ -86,8 +86,10 @@ def pair_item(entry: PairEntry, row: dict, details: dict | None) -> pystac.Item:
     props = {"s2v:site": entry.site, "s2v:patches": entry.n, "s2v:sentinel2_tile": row["s2_tile"],
              "s2v:venus_product": row["venus_product_id"], "s2v:sentinel2_product": row["sentinel2_product_id"],
              "s2v:sentinel2_datetime": product_datetime(row["sentinel2_product_id"]).isoformat(),
-             "s2v:venus_zenith_angle": float(row["venus_zenith_angle"]), "proj:code": crs, "proj:bbox": proj_bbox,
+             "proj:code": crs, "proj:bbox": proj_bbox,
              "constellation": "VENuS / Sentinel-2", "processing:software": {"s2v_gpu": __version__}}
+    if row["venus_zenith_angle"]:  # empty where the VENuS metadata gives no viewing angle: left out
+        props["s2v:venus_zenith_angle"] = float(row["venus_zenith_angle"])
     if details:
         props.update({"s2v:shift_m": [float(details["shift_dx_m"]), float(details["shift_dy_m"])],
                       "s2v:registration_matches": int(details["n_matches"])})

@@ -64,6 +64,28 @@ def test_items_describe_each_pair_from_its_own_files(built, tmp_path):
         assert [b["name"] for b in bands] == ["B5", "B6", "B7", "B8A"] and bands[0]["eo:center_wavelength"] == 0.705
 
 
+def test_a_venus_product_without_viewing_angles_still_gets_its_catalogue(corpus, tmp_path):
+    """Its index row has no zenith angle (empty): the STAC Items leave the property out instead of the
+    whole catalogue and dataset card failing on float('')."""
+    import re
+
+    for mtd in corpus.glob("VENUS*/*_MTD_ALL.xml"):
+        text = mtd.read_text()
+        assert "ZENITH_ANGLE" in text
+        mtd.write_text(re.sub(r"<ZENITH_ANGLE[^>]*>[^<]*</ZENITH_ANGLE>", "", text))
+    summary = execute(compose_cfg(["data=theia", f"paths.products={corpus}", f"paths.dataset={tmp_path / 'ds'}",
+                                   *TINY]))
+    site = tmp_path / "ds" / "SYNTH-1"
+    assert "stac_error" not in summary and summary["stac"] == str(site / "stac" / "collection.json")
+    assert (site / "DATASET_CARD.md").is_file()
+    rows = read_index_rows(site)
+    assert rows and all(r["venus_zenith_angle"] == "" for r in rows)
+    items = list(pystac.Collection.from_file(str(site / "stac" / "collection.json")).get_items())
+    assert len(items) == len(rows) and all("s2v:venus_zenith_angle" not in i.properties for i in items)
+    for item in items:
+        _validate(item.to_dict(include_self_link=False), pystac.STACObjectType.ITEM)
+
+
 def test_rerun_keeps_foreign_files_and_the_card_names_sources_licence_and_departures(built, tiny_archive):
     stac = built / "SYNTH-1" / "stac"
     (stac / "notes.json").write_text("{}")  # a file of the user's: never removed
