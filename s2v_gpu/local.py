@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .patches import patch_corners
+from .patches import all_valid_patches, patch_corners
 from .resample import KERNELS
 from .residuals import patch_residuals
 
@@ -110,7 +110,7 @@ def tile_measurements(reference: torch.Tensor, moving: torch.Tensor, ref_valid: 
     def blocks(x: torch.Tensor) -> torch.Tensor:  # (nh, tile, nw, tile): a view
         return x[: nh * tile_px, : nw * tile_px].reshape(nh, tile_px, nw, tile_px)
 
-    ok = blocks(ref_valid & mov_valid).all(3).all(1)
+    ok = all_valid_patches(ref_valid & mov_valid, tile_px).view(nh, nw)
     ok = (ok if wanted is None else ok & wanted).flatten()
     idx = torch.nonzero(ok).flatten()
     rows, cols = idx // nw, idx % nw
