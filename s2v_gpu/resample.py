@@ -420,8 +420,9 @@ def shift_window(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float
     r0, r1, c0, c1 = window
     if valid.dim() == 3:
         valid = valid[:, None]
-    if method != "grid_sample" and _window_taps_inside(image.shape, shift_px, window, _kernel(method)):
-        return _shift_window_by_blocks(image, valid, shift_px, window, _kernel(method))
+    kernel = None if method == "grid_sample" else _kernel(method)
+    if kernel is not None and _window_taps_inside(image.shape, shift_px, window, kernel):
+        return _shift_window_by_blocks(image, valid, shift_px, window, kernel)
     # taps outside the image (or grid_sample): shift everything, then crop
     x, ok = apply_shift(image, valid, shift_px, method)
     return x[..., r0:r1, c0:c1], ok[..., r0:r1, c0:c1]
