@@ -11,6 +11,8 @@ from s2v_gpu.errors import MetadataError, MissingFileError, ProductNameError, Ra
 from s2v_gpu.products import MaskConfig, TheiaProduct, find_products
 from s2v_gpu.synthetic import TRUTH_FILE
 
+from .rasters import rewrite_band
+
 
 def _products(archive, sensor):
     return [p for p in archive.products if p.name.startswith(sensor)]
@@ -249,18 +251,6 @@ def test_reencoded_rasters_read_the_same(product_copy, outside):
     assert torch.equal(after.reflectance, before.reflectance)
 
 
-def _rewrite_band(path, dtype, values=None, nodata=None):
-    """Rewrite a band file as ``dtype`` (its values, or ``values``), with GeoTIFF no-data tag ``nodata``."""
-    import rasterio
-
-    with rasterio.open(path) as src:
-        profile, data = src.profile, src.read(1)
-    profile.update(dtype=dtype, nodata=nodata)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write((data if values is None else values).astype(dtype)[None])
-    return data
-
-
 @pytest.mark.parametrize("dtype", ["uint16", "int32", "float32"])
 def test_a_band_value_beyond_int16_is_refused_not_wrapped(product_copy, dtype):
     """40000 in a re-encoded band does not fit the int16 digital numbers: read into the int16 buffer it
@@ -272,16 +262,16 @@ def test_a_band_value_beyond_int16_is_refused_not_wrapped(product_copy, dtype):
     left, bottom, right, top = grid.bounds
     bounds = (left - 30, top - 200, left + 170, top + 30)
     before = TheiaProduct(product_copy).read(("B3",), bounds)
-    data = _rewrite_band(band, "int32").astype(np.int32)  # the original values, in a wider type
+    data = rewrite_band(band, "int32").astype(np.int32)  # the original values, in a wider type
     if dtype == "uint16":  # no -10000 in uint16: its no-data becomes the file's tag, 0
         nodata_pixels = data == -10000
-        _rewrite_band(band, dtype, np.where(nodata_pixels, 0, data), nodata=0)
+        rewrite_band(band, dtype, np.where(nodata_pixels, 0, data), nodata=0)
     else:
-        _rewrite_band(band, dtype, data)
+        rewrite_band(band, dtype, data)
     same = TheiaProduct(product_copy).read(("B3",), bounds)
     assert torch.equal(same.valid, before.valid) and torch.equal(same.reflectance, before.reflectance)
     high = np.where(data == -10000, 0 if dtype == "uint16" else data, data + 40000)
-    _rewrite_band(band, dtype, high, nodata=0 if dtype == "uint16" else None)
+    rewrite_band(band, dtype, high, nodata=0 if dtype == "uint16" else None)
     with pytest.raises(RasterReadError, match=r"_FRE_B3.tif: value 4\d+ outside the int16 range"):
         TheiaProduct(product_copy).read(("B2", "B3"), bounds)
 
@@ -291,13 +281,13 @@ def test_a_band_s_own_nodata_tag_marks_invalid_pixels(product_copy):
     -9999 in an int16 one): those pixels are invalid, not reflectance 6.5 or -1."""
     band = product_copy / f"{product_copy.name}_FRE_B4.tif"
     before = TheiaProduct(product_copy).read(("B4",))
-    data = _rewrite_band(band, "int32").astype(np.int32)
+    data = rewrite_band(band, "int32").astype(np.int32)
     holes = np.zeros_like(data, dtype=bool)
     holes[3:9, 5:20] = True
     assert (data[holes] != -10000).all()
     for dtype, tag in (("uint16", 65535), ("int16", -9999)):
         values = np.where(holes, tag, np.where(data == -10000, tag, data))
-        _rewrite_band(band, dtype, values, nodata=tag)
+        rewrite_band(band, dtype, values, nodata=tag)
         got = TheiaProduct(product_copy).read(("B4",))
         expected_valid = before.valid & torch.from_numpy(~holes)
         assert torch.equal(got.valid, expected_valid)
@@ -310,9 +300,9 @@ def test_a_nan_in_a_float_mask_is_an_unknown_flag_so_invalid(product_copy, mask)
     (0.3.2 read NaN as 0, "no flag", for CLM, SAT and MG2: clear, unsaturated, valid)."""
     path = product_copy / "MASKS" / f"{product_copy.name}_{mask}_R1.tif"
     before = TheiaProduct(product_copy).read(("B2", "B3"))
-    flags = _rewrite_band(path, "float32").astype(np.float32)
+    flags = rewrite_band(path, "float32").astype(np.float32)
     flags[2:6, 4:30] = np.nan
-    _rewrite_band(path, "float32", flags)
+    rewrite_band(path, "float32", flags)
     got = TheiaProduct(product_copy).read(("B2", "B3"))
     unknown = torch.zeros_like(before.valid)
     unknown[2:6, 4:30] = True

@@ -22,6 +22,7 @@ from s2v_gpu.products.metadata import MAX_DOCUMENT_BYTES, read_metadata_bytes
 from s2v_gpu.products.naming import parse_product_name
 from s2v_gpu.writer import FolderLock, OutputFolderError, site_folder
 
+from .rasters import rewrite_band
 from .test_bad_inputs import VICTIM, _assert_isolated, _run, _victim, _zip
 from .test_run import TINY
 
@@ -234,20 +235,12 @@ def test_index_row_whose_files_vanished_is_redone(corpus, tmp_path):
 
 
 # ------------------------------------------------------------------------ messages that name faults
-def _rewrite_band(path, data, dtype):
-    with rasterio.open(path) as src:
-        profile = src.profile
-    profile.update(dtype=dtype, nodata=None)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data.astype(dtype)[None])
-
-
 def test_uint8_band_is_refused(corpus, tmp_path):
     s2 = _victim(corpus, "SENTINEL2")
     band = s2 / f"{s2.name}_FRE_B4.tif"
     with rasterio.open(band) as src:
         data = src.read(1)
-    _rewrite_band(band, np.clip(data // 40, 0, 255), "uint8")
+    rewrite_band(band, "uint8", np.clip(data // 40, 0, 255))
     _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_FRE_B4.tif", "uint8")
 
 
@@ -256,7 +249,7 @@ def test_float_band_holding_unit_reflectance_is_refused(corpus, tmp_path):
     band = s2 / f"{s2.name}_FRE_B4.tif"
     with rasterio.open(band) as src:
         data = src.read(1)
-    _rewrite_band(band, data / 10000.0, "float32")
+    rewrite_band(band, "float32", data / 10000.0)
     _assert_isolated(_run(corpus, tmp_path), tmp_path, "failed", "_FRE_B4.tif", "reflectance in 0..1")
 
 
