@@ -97,6 +97,11 @@ class RegistrationConfig:
     max_tiles: int = 3
     #: robust mode: the refinement uses at most this many pixels (a regular subsample of the overlap)
     refine_max_pixels: int = 400_000
+    #: robust mode: the refinement's first steps use every this-many-th of its points in each direction
+    #: (a quarter of them), until a step is below ``refine_coarse_tol_px``; then all of them (1: no
+    #: coarse stage). 0.4.0: the seed's long steps at a quarter of the cost, the same fixed point.
+    refine_coarse_step: int = 2
+    refine_coarse_tol_px: float = 0.02
     max_spread_m: float = 10.0  # robust spread of the matches above this: weak registration
     #: Fewer matches than this fraction within ``inlier_px`` of the median (among the matches on valid
     #: pixels, before the distance window): the matches do not agree, e.g. because the true shift lies
@@ -317,7 +322,8 @@ DIVERGED_STEP_PX = 4.0
 def refine_translation(
     reference: torch.Tensor, moving: torch.Tensor, ref_valid: torch.Tensor, mov_valid: torch.Tensor,
     shift_px: tuple[float, float], iterations: int = 15, tol_px: float = 1e-3, max_pixels: int = 400_000,
-    min_points: int = 100, tukey_c: float = 4.685, kernel: str = "lanczos4",
+    min_points: int = 100, tukey_c: float = 4.685, kernel: str = "lanczos4", coarse_step: int = 2,
+    coarse_tol_px: float = 0.02,
 ) -> tuple[tuple[float, float], int]:
     """Refine a translation by iteratively reweighted Gauss-Newton (Lucas-Kanade) over the overlap.
 
@@ -329,6 +335,11 @@ def refine_translation(
     separably to whole rows, :class:`~s2v_gpu.resample.GridSampler`) and solves the 4x4 weighted
     normal equations in float64.
 
+    Coarse to fine: the steps first use every ``coarse_step``-th of those points in each direction
+    until a step is below ``coarse_tol_px``, then all of them until a step is below ``tol_px`` (the
+    answer is the fine points' fixed point; the seed's first, long steps cost a quarter). ``iterations``
+    bounds each stage; ``coarse_step`` 1: one stage.
+
     Args:
         reference, moving: ``(H, W)`` float32 images.
         ref_valid, mov_valid: ``(H, W)`` bool.
@@ -337,15 +348,25 @@ def refine_translation(
     Returns:
         ``((dx, dy), points used in the last iteration)``.
     """
-    device = reference.device
     h, w = reference.shape
     step = max(1, int(math.ceil(math.sqrt(h * w / max(1, max_pixels)))))
-    rows, cols = range(0, h, step), range(0, w, step)
-    keep = ref_valid[::step, ::step]
-    y_all = reference[::step, ::step].double()
-    d = torch.tensor(shift_px, dtype=torch.float64, device=device)
-    # every point moves by the same d: separable taps over the grid's rows (no per-point gather)
-    sampler = GridSampler(moving, mov_valid, rows, cols, kernel, int(math.ceil(max(map(abs, shift_px)))) + 2)
+    d = torch.tensor(shift_px, dtype=torch.float64, device=reference.device)
+    reach = int(math.ceil(max(map(abs, shift_px)))) + 2
+    n_used = 0
+    stages = ((step * coarse_step, coarse_tol_px),) if coarse_step > 1 else ()
+    for grid_step, tol in (*stages, (step, tol_px)):
+        # every point moves by the same d: separable taps over the grid's rows (no per-point gather)
+        sampler = GridSampler(moving, mov_valid, range(0, h, grid_step), range(0, w, grid_step), kernel, reach)
+        d, n_used = _gauss_newton(sampler, reference[::grid_step, ::grid_step].double(),
+                                  ref_valid[::grid_step, ::grid_step], d, iterations, tol, min_points, tukey_c)
+    return (float(d[0]), float(d[1])), n_used
+
+
+def _gauss_newton(sampler: GridSampler, y_all: torch.Tensor, keep: torch.Tensor, d: torch.Tensor, iterations: int,
+                  tol_px: float, min_points: int, tukey_c: float) -> tuple[torch.Tensor, int]:
+    """:func:`refine_translation`'s steps on one grid of points (``y_all`` the reference there, float64,
+    ``keep`` its validity): ``(d, points used in the last step)``; stops on a step below ``tol_px``,
+    too few points, a singular system or a diverging step (that step not taken)."""
     n_used = 0
     for _ in range(iterations):
         value, gx, gy, ok = sampler((float(d[0]), float(d[1])))
@@ -353,7 +374,7 @@ def refine_translation(
         n_used = int(ok.sum())
         if n_used < min_points:
             break
-        A = torch.stack([value[ok], torch.ones(n_used, dtype=torch.float64, device=device), gx[ok], gy[ok]], dim=1)
+        A = torch.stack([value[ok], torch.ones(n_used, dtype=torch.float64, device=d.device), gx[ok], gy[ok]], dim=1)
         theta = _tukey_solve(A, y_all[ok], tukey_c)
         # reference ~ a*warped + b + a*grad.delta  ->  theta[2:] = a * delta
         delta = None if theta is None else theta[2:] / theta[0]
@@ -362,7 +383,7 @@ def refine_translation(
         d = d + delta
         if float(delta.abs().max()) < tol_px:
             break
-    return (float(d[0]), float(d[1])), n_used
+    return d, n_used
 
 
 def _tukey_solve(A: torch.Tensor, y: torch.Tensor, tukey_c: float, rounds: int = 3) -> torch.Tensor | None:
@@ -520,7 +541,8 @@ def _refine(result: RegistrationResult, reference, moving, ref_valid, mov_valid,
     start = result.shift_px
     refined, used = refine_translation(reference, moving, ref_valid, mov_valid, start, cfg.refine_iterations,
                                        max_pixels=cfg.refine_max_pixels, min_points=cfg.refine_min_points,
-                                       tukey_c=cfg.tukey_c, kernel=kernel)
+                                       tukey_c=cfg.tukey_c, kernel=kernel, coarse_step=cfg.refine_coarse_step,
+                                       coarse_tol_px=cfg.refine_coarse_tol_px)
     jump = math.hypot(refined[0] - start[0], refined[1] - start[1])
     if jump > cfg.refine_max_jump_px or used < cfg.refine_min_points:
         log.warning("refinement moved %.2f px from the match estimate; kept the match estimate", jump)

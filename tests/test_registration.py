@@ -62,6 +62,38 @@ def test_both_seeds_refine_to_the_same_shift_and_auto_is_phase_on_cpu(shifted_ar
         assert math.hypot(auto.shift_m[0] - sift.shift_m[0], auto.shift_m[1] - sift.shift_m[1]) < 0.01
 
 
+def test_coarse_stage_reaches_the_fine_fixed_point_in_fewer_fine_steps(shifted_archive, monkeypatch):
+    """The refinement's coarse stage (a quarter of the points) only brings the seed near: the answer is
+    the fine points' fixed point (measured: within 0.0005 m on 15 held-out pairs; held to 0.01 m
+    here) and the fine grid is sampled fewer times than with one stage."""
+    from s2v_gpu import resample
+
+    steps = []
+    real_call = resample.GridSampler.__call__
+
+    def counted(self, shift):
+        steps.append(self.rows.step)
+        return real_call(self, shift)
+
+    monkeypatch.setattr(resample.GridSampler, "__call__", counted)
+    fine_steps = {"one stage": 0, "coarse to fine": 0}
+    for date in shifted_archive.truth["dates"]:
+        pair = _blue_pair(shifted_archive, date)
+        steps.clear()
+        one = register(*pair, pixel_size=10.0, config=RegistrationConfig(refine_coarse_step=1))
+        fine_one = steps.count(min(steps))
+        steps.clear()
+        two = register(*pair, pixel_size=10.0, config=RegistrationConfig())
+        fine = min(steps)
+        assert one.ok and two.ok and set(steps) == {fine, 2 * fine}
+        assert math.hypot(one.shift_m[0] - two.shift_m[0], one.shift_m[1] - two.shift_m[1]) < 0.01
+        assert math.hypot(two.shift_m[0] - date["shift_m"][0], two.shift_m[1] - date["shift_m"][1]) < 0.25
+        assert steps.count(fine) <= fine_one, (steps, fine_one)
+        fine_steps["one stage"] += fine_one
+        fine_steps["coarse to fine"] += steps.count(fine)
+    assert fine_steps["coarse to fine"] < fine_steps["one stage"], fine_steps  # measured: 15 against 21
+
+
 def test_weak_phase_correlation_falls_back_to_sift(shifted_archive):
     """Tiles that do not correlate (the moving image is another scene) do not seed: SIFT decides, and
     refuses."""

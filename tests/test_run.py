@@ -133,6 +133,8 @@ def test_published_layout_names(tiny_archive, tmp_path):
     ("pipeline.registration.phase_min_tiles=0", "phase_min_tiles=0 must be >= 1"),
     ("demo.seed=-1", "demo.seed=-1 must be >= 0"),
     ("pipeline.registration.phase_min_peak=1.5", r"phase_min_peak=1.5 must be in \[0, 1\]"),
+    ("pipeline.registration.refine_coarse_step=0", r"refine_coarse_step=0 must be in \[1, 16\]"),
+    ("pipeline.registration.refine_coarse_tol_px=0", r"refine_coarse_tol_px=0.0 must be in \(0, 1\]"),
     ("site=..", "site='..'"),
 ])
 def test_bad_values_are_refused_before_any_work(tiny_archive, tmp_path, override, message):
