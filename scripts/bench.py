@@ -25,7 +25,6 @@ import json
 import math
 import os
 import resource
-import shutil
 import statistics
 import sys
 import tempfile
@@ -384,24 +383,19 @@ def main(argv=None) -> int:
         torch.cuda.reset_peak_memory_stats(device)
     stage_runs, totals, cpu_totals = [], [], []
     with tempfile.TemporaryDirectory() as out:
-        for i in range(args.repeats):
-            # each repeat writes new files, as a run writes each pair's (replacing the previous repeat's
-            # would add the kernel's freeing of their page cache, 0.3 CPU-s here, which no run pays);
-            # the previous repeat's files are removed outside the timing
-            folder = Path(out) / f"repeat{i}"
-            folder.mkdir()
+        for _ in range(args.repeats):
             start, cpu_start = time.perf_counter(), time.process_time()
             result = process_pair(pair, cfg, device)
             t_write = time.perf_counter()
-            write_files(folder, result, pair_file_names(pair.pair_id))
+            # each repeat replaces the previous one's files: their page cache is recycled, as in a long
+            # run once the page cache is full (fresh files cost this VM 0.15-0.2 CPU-s more, README)
+            write_files(Path(out), result, pair_file_names(pair.pair_id))
             end = time.perf_counter()
             stages = dict(result.stats["timings"])
             stages["write"] = end - t_write
             stage_runs.append(stages)
             totals.append(end - start)
             cpu_totals.append(time.process_time() - cpu_start)
-            if i:
-                shutil.rmtree(Path(out) / f"repeat{i - 1}")
     pipeline_s = statistics.median(totals)
     stages = {k: statistics.median(r[k] for r in stage_runs) for k in stage_runs[0]}
     truth = SHIFT_M
