@@ -22,7 +22,7 @@ from .local import field_at_patches, resample_patches, robust_field, sigma_for, 
 from .patches import patch_corners
 from .products.product import BandStack
 from .registration import RegistrationResult
-from .resample import KERNELS
+from .resample import KERNELS, dense
 from .residuals import patch_residuals, to_metres
 
 if TYPE_CHECKING:  # the pipeline imports this module
@@ -55,6 +55,7 @@ def local_field(blue, s2_blue: torch.Tensor, s2_ok: torch.Tensor, inputs: PairIn
     if rc.model != "local":
         return None
     ref, _, ref_valid, _ = blue
+    ref = dense(ref)  # the tiles near the candidates read it almost whole
     sigma, tile = sigma_for(rc.local_tile_px, rc.local_smoothing_tiles), rc.local_tile_px
     size = cfg.patches.size_5m // 2
     r0, c0 = patch_corners(ids, size, ref.shape[1])

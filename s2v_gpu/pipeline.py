@@ -30,7 +30,7 @@ from .precision import full_float32
 from .products.product import BandStack, MaskConfig, TheiaProduct
 from .radiometry import RadiometryConfig, apply_linear, fit_linear, patch_rmse, sample_pixels, stack_padded
 from .registration import RegistrationConfig, RegistrationResult, register
-from .resample import KERNELS, ShiftKernel, downsample_bicubic_x2, shift_patches, shift_window, shift_window_valid
+from .resample import KERNELS, HalfResolution, ShiftKernel, shift_patches, shift_window, shift_window_valid
 from .residuals import patch_residuals, to_metres
 from .selection import SelectionConfig, pair_generator, select_random
 
@@ -212,11 +212,14 @@ def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu
 
 
 def registration_inputs(inputs: PairInputs) -> tuple[torch.Tensor, ...]:
-    """The 10 m blue images registered: VENuS B3 bicubic-downsampled x2 and its validity (whole 2x2
-    blocks valid), Sentinel-2 B2 over the same footprint and its validity; each ``(H/2, W/2)``."""
+    """The 10 m blue images registered: VENuS B3 bicubic-downsampled x2 (a
+    :class:`~s2v_gpu.resample.HalfResolution`: computed where the registration reads it) and its
+    validity (whole 2x2 blocks valid), Sentinel-2 B2 over the same footprint and its validity; each
+    ``(H/2, W/2)``."""
     grid, margin, v, s10 = inputs.grid, inputs.margin, inputs.v, inputs.s10
     h10, w10 = grid.height // 2, grid.width // 2
-    ref = downsample_bicubic_x2(v.channels([0])[None])[0, 0]
+    values, divisor = v.scaled()
+    ref = HalfResolution(values[0], v.valid, divisor)
     ref_valid = v.valid[0::2, 0::2] & v.valid[0::2, 1::2]  # whole 2x2 blocks valid (strided: one pass each)
     ref_valid &= v.valid[1::2, 0::2]
     ref_valid &= v.valid[1::2, 1::2]

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from .errors import check_shape
 from .phase import phase_correlation
-from .resample import GridSampler
+from .resample import GridSampler, HalfResolution, dense
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +193,18 @@ def _stretch_range(img: torch.Tensor, valid: torch.Tensor, max_samples: int = 10
     return lo, hi
 
 
-def _cut(x: torch.Tensor, offsets: list[tuple[int, int]], size: int) -> torch.Tensor:
+def _cut(x: torch.Tensor | HalfResolution, offsets: list[tuple[int, int]], size: int) -> torch.Tensor:
     """``(T, size, size)`` tiles of an ``(H, W)`` image at (row, col) offsets, zero-padded past the edges."""
     h, w = x.shape
-    return torch.stack([F.pad(x[r:r + size, c:c + size], (0, max(0, c + size - w), 0, max(0, r + size - h)))
-                        for r, c in offsets])
+    return torch.stack([F.pad(_window(x, range(r, min(r + size, h)), range(c, min(c + size, w))),
+                              (0, max(0, c + size - w), 0, max(0, r + size - h))) for r, c in offsets])
+
+
+def _window(x: torch.Tensor | HalfResolution, rows: range, cols: range) -> torch.Tensor:
+    """``x`` at those rows and columns (a lazy image computes only them)."""
+    if isinstance(x, HalfResolution):
+        return x.at(rows, cols)
+    return x[rows.start:rows.stop:rows.step, cols.start:cols.stop:cols.step]
 
 
 def tile_offsets(ref_valid: torch.Tensor, mov_valid: torch.Tensor, tile_size: int,
@@ -333,7 +340,7 @@ def refine_translation(
     samples the moving image and its gradient there through ``kernel`` (the gradient being the
     interpolant's exact derivative; all points share the fraction of d, so the taps are applied
     separably to whole rows, :class:`~s2v_gpu.resample.GridSampler`) and solves the 4x4 weighted
-    normal equations in float64.
+    normal equations in float64 (the samples in the images' precision: float32 from the pipeline).
 
     Coarse to fine: the steps first use every ``coarse_step``-th of those points in each direction
     until a step is below ``coarse_tol_px``, then all of them until a step is below ``tol_px`` (the
@@ -341,7 +348,8 @@ def refine_translation(
     bounds each stage; ``coarse_step`` 1: one stage.
 
     Args:
-        reference, moving: ``(H, W)`` float32 images.
+        reference, moving: ``(H, W)`` float32 images (``reference`` may be a
+            :class:`~s2v_gpu.resample.HalfResolution`: only the points are computed).
         ref_valid, mov_valid: ``(H, W)`` bool.
         shift_px: starting translation (dx, dy).
 
@@ -354,19 +362,23 @@ def refine_translation(
     reach = int(math.ceil(max(map(abs, shift_px)))) + 2
     n_used = 0
     stages = ((step * coarse_step, coarse_tol_px),) if coarse_step > 1 else ()
+    # every point moves by the same d: separable taps over the grid's rows (no per-point gather); the
+    # stages share one padded copy of the image
+    sampler = GridSampler(moving, mov_valid, range(0, h, step), range(0, w, step), kernel, reach)
+    y_fine = _window(reference, range(0, h, step), range(0, w, step))  # the coarse points are among them
     for grid_step, tol in (*stages, (step, tol_px)):
-        # every point moves by the same d: separable taps over the grid's rows (no per-point gather)
-        sampler = GridSampler(moving, mov_valid, range(0, h, grid_step), range(0, w, grid_step), kernel, reach)
-        d, n_used = _gauss_newton(sampler, reference[::grid_step, ::grid_step].double(),
+        m = grid_step // step
+        d, n_used = _gauss_newton(sampler.regrid(range(0, h, grid_step), range(0, w, grid_step)), y_fine[::m, ::m],
                                   ref_valid[::grid_step, ::grid_step], d, iterations, tol, min_points, tukey_c)
     return (float(d[0]), float(d[1])), n_used
 
 
 def _gauss_newton(sampler: GridSampler, y_all: torch.Tensor, keep: torch.Tensor, d: torch.Tensor, iterations: int,
                   tol_px: float, min_points: int, tukey_c: float) -> tuple[torch.Tensor, int]:
-    """:func:`refine_translation`'s steps on one grid of points (``y_all`` the reference there, float64,
-    ``keep`` its validity): ``(d, points used in the last step)``; stops on a step below ``tol_px``,
-    too few points, a singular system or a diverging step (that step not taken)."""
+    """:func:`refine_translation`'s steps on one grid of points (``y_all`` the reference there, ``keep``
+    its validity): ``(d, points used in the last step)``; stops on a step below ``tol_px``, too few
+    points, a singular system or a diverging step (that step not taken). The samples are the image's
+    precision; the normal equations and the weights are float64."""
     n_used = 0
     for _ in range(iterations):
         value, gx, gy, ok = sampler((float(d[0]), float(d[1])))
@@ -374,8 +386,8 @@ def _gauss_newton(sampler: GridSampler, y_all: torch.Tensor, keep: torch.Tensor,
         n_used = int(ok.sum())
         if n_used < min_points:
             break
-        A = torch.stack([value[ok], torch.ones(n_used, dtype=torch.float64, device=d.device), gx[ok], gy[ok]], dim=1)
-        theta = _tukey_solve(A, y_all[ok], tukey_c)
+        A = torch.stack([value[ok], torch.ones_like(value[ok]), gx[ok], gy[ok]], dim=1).double()
+        theta = _tukey_solve(A, y_all[ok].double(), tukey_c)
         # reference ~ a*warped + b + a*grad.delta  ->  theta[2:] = a * delta
         delta = None if theta is None else theta[2:] / theta[0]
         if delta is None or not bool(delta.abs().max() <= DIVERGED_STEP_PX):  # degenerate, NaN or diverging
@@ -420,7 +432,9 @@ def register(
     Both images must lie on the same pixel grid (same size, same geotransform up to the shift sought).
 
     Args:
-        reference: ``(H, W)`` image (e.g. VENuS B3 downsampled to 10 m).
+        reference: ``(H, W)`` image (e.g. VENuS B3 downsampled to 10 m), or a
+            :class:`~s2v_gpu.resample.HalfResolution` computing it only where it is read (the phase
+            seed's tiles and the refinement's points; SIFT reads it whole).
         moving: ``(H, W)`` image (e.g. Sentinel-2 B2 at 10 m).
         ref_valid, mov_valid: ``(H, W)`` bool validity masks (None: all valid).
         pixel_size: pixel size in metres.
@@ -435,21 +449,23 @@ def register(
     cfg = config or RegistrationConfig()
     if cfg.mode not in tuple(RegistrationMode):
         raise ValueError(f"unknown registration mode {cfg.mode!r} (expected 'paper' or 'robust')")
-    check_shape(reference, 2, "reference")
+    if not isinstance(reference, HalfResolution):
+        check_shape(reference, 2, "reference")
+        reference = reference.float()
     check_shape(moving, 2, "moving")
     if reference.shape != moving.shape:
         raise ValueError(f"reference {tuple(reference.shape)} and moving {tuple(moving.shape)} differ in shape")
-    ref_valid = torch.ones_like(reference, dtype=torch.bool) if ref_valid is None else ref_valid.bool()
+    ref_valid = torch.ones_like(moving, dtype=torch.bool) if ref_valid is None else ref_valid.bool()
     mov_valid = torch.ones_like(moving, dtype=torch.bool) if mov_valid is None else mov_valid.bool()
-    reference, moving = reference.float(), moving.float()
+    moving = moving.float()
 
     robust = cfg.mode == "robust"
-    if robust and cfg.refine and _seed_kind(cfg, reference.device) is RegistrationSeed.phase:
+    if robust and cfg.refine and _seed_kind(cfg, moving.device) is RegistrationSeed.phase:
         result = phase_seed(reference, moving, ref_valid, mov_valid, pixel_size, cfg)
         if result is not None:
             _refine(result, reference, moving, ref_valid, mov_valid, pixel_size, cfg, kernel)
             return result
-    p_ref, p_mov = match_keypoints(reference, moving, ref_valid, mov_valid, cfg, mask_before_detection=robust,
+    p_ref, p_mov = match_keypoints(dense(reference), moving, ref_valid, mov_valid, cfg, mask_before_detection=robust,
                                    max_tiles=cfg.max_tiles if robust and cfg.refine else 0)
     keep = _valid_at(ref_valid, p_ref) & _valid_at(mov_valid, p_mov)
     result = estimate_from_matches((p_mov - p_ref)[keep], int(p_ref.shape[0]), int(keep.sum()), pixel_size, cfg)

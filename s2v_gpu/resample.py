@@ -17,6 +17,7 @@ moving image brought onto the reference. In metres (x east, y north): ``dx_m = d
 
 from __future__ import annotations
 
+import copy
 import enum
 import functools
 import math
@@ -301,7 +302,8 @@ class GridSampler:
     grid's rows and columns, as strided slices of the image padded once.
 
     Args:
-        image: ``(H, W)`` float (sampled in its precision, float32 promoted to float64).
+        image: ``(H, W)`` float32 or float64 (sampled in its precision: the weights of each pass in
+            float64, the sums in the image's type).
         valid: ``(H, W)`` bool.
         rows, cols: the grid's integer pixel positions, ``range(start, stop, step)``.
         kernel: a kernel of :data:`KERNELS` without prefilter.
@@ -312,8 +314,14 @@ class GridSampler:
                  reach_px: int = 8) -> None:
         self.k, self.rows, self.cols = _kernel(kernel), rows, cols
         self.image, self.valid = image, valid
-        self.dtype = image.dtype if image.dtype == torch.float64 else torch.float64
+        self.dtype = image.dtype if image.dtype == torch.float64 else torch.float32
         self._pad(reach_px)
+
+    def regrid(self, rows: range, cols: range) -> GridSampler:
+        """The same image on another grid, sharing the padded copy (no second padding)."""
+        other = copy.copy(self)
+        other.rows, other.cols, other._valid_cache = rows, cols, {}
+        return other
 
     def _pad(self, reach_px: int) -> None:
         h, w = self.image.shape
@@ -592,3 +600,86 @@ def downsample_bicubic_x2(image: torch.Tensor) -> torch.Tensor:
     """
     check_shape(image, 4, "image")
     return F.interpolate(image, scale_factor=0.5, mode="bicubic", antialias=True, align_corners=False)
+
+
+#: :func:`downsample_bicubic_x2`'s kernel: antialiased bicubic (a = -0.5) stretched x2, 8 taps.
+_X2_TAPS = 8
+
+
+def _bicubic_aa(x: torch.Tensor, a: float = -0.5) -> torch.Tensor:
+    x = x.abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+
+
+def bicubic_x2_weights(index: torch.Tensor, n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The taps of :func:`downsample_bicubic_x2` along one axis for output pixels ``index`` ``(K,)``:
+    ``(inputs (K, 8) long, weights (K, 8) float64)``; output i reads inputs 2i - 3 .. 2i + 4 (its centre
+    2i + 1 on pixel centres at j + 0.5), the weights normalised to 1 over the inputs inside the image
+    (PyTorch's antialiased kernel; the inputs outside are clamped and weigh 0)."""
+    j = 2 * index[:, None] - 3 + torch.arange(_X2_TAPS, device=index.device)
+    w = _bicubic_aa((j.double() - 2 * index[:, None].double() - 0.5) / 2)
+    w = torch.where((j >= 0) & (j < n_in), w, torch.zeros_like(w))
+    return j.clamp(0, n_in - 1), w / w.sum(1, keepdim=True)
+
+
+class HalfResolution:
+    """The image :func:`downsample_bicubic_x2` makes of ``values / divisor`` where ``valid`` (0
+    elsewhere), computed only where it is read: the registration reads its 10 m reference on a few
+    tiles and on a sparse grid of points, not on the whole site (the whole image costs 4 passes over
+    the 5 m band; these points a tenth of one).
+
+    Args:
+        values: ``(H, W)`` (e.g. the stored int16 of one VENuS band); ``valid`` ``(H, W)`` bool; ``H``
+            and ``W`` even.
+        divisor: reflectance = values / divisor.
+    """
+
+    def __init__(self, values: torch.Tensor, valid: torch.Tensor, divisor: float = 1.0) -> None:
+        check_shape(values, 2, "values")
+        self.values, self.valid, self.divisor = values, valid, float(divisor)
+        self.shape = torch.Size((values.shape[0] // 2, values.shape[1] // 2))
+        self.device = values.device
+        self._full: torch.Tensor | None = None
+
+    def full(self) -> torch.Tensor:
+        """The whole ``(H/2, W/2)`` float32 image (computed once)."""
+        if self._full is None:
+            dtype = torch.promote_types(self.values.dtype, torch.float32)
+            masked = torch.mul(self.values, self.valid, out=torch.empty(self.values.shape, dtype=dtype,
+                                                                         device=self.device))
+            self._full = downsample_bicubic_x2(masked.div_(self.divisor)[None, None])[0, 0]
+        return self._full
+
+    def at(self, rows: range, cols: range) -> torch.Tensor:
+        """``(len(rows), len(cols))`` float32: the image's pixels at those rows and columns (the whole
+        image's to float rounding), separably: the 8 input rows of each output row, over the input
+        columns the output columns read, then the 8 columns of each."""
+        if self._full is not None:
+            return self._full[rows.start:rows.stop:rows.step, cols.start:cols.stop:cols.step]
+        h, w = self.values.shape
+        r_in, r_w = bicubic_x2_weights(torch.tensor(rows, device=self.device), h)
+        c_in, c_w = bicubic_x2_weights(torch.tensor(cols, device=self.device), w)
+        c0, c1 = int(c_in.min()), int(c_in.max()) + 1
+        lines = torch.zeros((len(rows), c1 - c0), device=self.device)
+        # rows whose 8 inputs lie inside the image: each tap a strided view; the few others gathered
+        inner = [i for i, r in enumerate(rows) if 2 * r - 3 >= 0 and 2 * r + 4 < h]
+        i0, i1 = (inner[0], inner[-1] + 1) if inner else (0, 0)
+        for k in range(_X2_TAPS):
+            if inner:
+                first = 2 * rows[i0] - 3 + k
+                pick = slice(first, first + 2 * rows.step * (i1 - i0 - 1) + 1, 2 * rows.step)
+                lines[i0:i1].addcmul_(self.values[pick, c0:c1] * self.valid[pick, c0:c1], r_w[i0:i1, k, None].float())
+            for i in (*range(i0), *range(i1, len(rows))):
+                j = int(r_in[i, k])
+                lines[i].add_(self.values[j, c0:c1] * self.valid[j, c0:c1], alpha=float(r_w[i, k]))
+        out = torch.zeros((len(rows), len(cols)), device=self.device)
+        for k in range(_X2_TAPS):
+            out.addcmul_(lines[:, c_in[:, k] - c0], c_w[None, :, k].float())
+        return out.div_(self.divisor)
+
+
+def dense(image: torch.Tensor | HalfResolution) -> torch.Tensor:
+    """The whole image of a lazy :class:`HalfResolution`; a tensor as it is."""
+    return image.full() if isinstance(image, HalfResolution) else image

@@ -99,6 +99,33 @@ def test_downsampling_has_no_half_pixel_offset(device):
         torch.testing.assert_close(out[0, 0, 10, inner], expected[inner], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.int16, torch.float32])
+def test_half_resolution_computes_the_downsampled_pixels_it_is_asked(dtype, device):
+    """The registration's lazy 10 m reference: at any rows and columns (every pixel, a sparse grid,
+    a window touching the edges, where the kernels are truncated) the whole image's values to float32
+    rounding, with invalid pixels read as 0; once whole, its slices."""
+    from s2v_gpu.resample import HalfResolution, dense
+
+    g = torch.Generator().manual_seed(4)
+    values = (torch.rand(94, 122, generator=g) * 9000 + 500).to(dtype).to(device)
+    valid = (torch.rand(94, 122, generator=g) > 0.1).to(device)
+    whole = downsample_bicubic_x2(((values * valid).double() / 1e4)[None, None])[0, 0].float()
+    lazy = HalfResolution(values, valid, 1e4)
+    assert lazy.shape == whole.shape
+    for rows, cols in ((range(47), range(61)), (range(0, 47, 5), range(0, 61, 5)), (range(1, 46, 7), range(2, 61, 9)),
+                       (range(40, 47), range(0, 4)), (range(0, 1), range(60, 61))):
+        got = lazy.at(rows, cols)
+        assert got.shape == (len(rows), len(cols)) and got.dtype == torch.float32
+        torch.testing.assert_close(got, whole[rows.start:rows.stop:rows.step, cols.start:cols.stop:cols.step],
+                                   atol=3e-7, rtol=0)
+    torch.testing.assert_close(dense(lazy), whole, atol=3e-7, rtol=0)
+    assert torch.equal(lazy.at(range(3, 40, 4), range(5, 9)), dense(lazy)[3:40:4, 5:9])
+    # a nodata value where invalid weighs nothing: the same pixels as with zeros stored there
+    dirty = HalfResolution(torch.where(valid, values, torch.full_like(values, -10000)), valid, 1e4)
+    clean = HalfResolution(values, valid, 1e4)
+    assert torch.equal(dirty.at(range(0, 47, 3), range(61)), clean.at(range(0, 47, 3), range(61)))
+
+
 def test_apply_shift_integer_is_exact_and_pulls_invalid_from_outside(device):
     x = torch.rand(1, 3, 40, 50, generator=torch.Generator().manual_seed(1)).to(device)
     valid = torch.ones(1, 40, 50, dtype=torch.bool, device=device)
