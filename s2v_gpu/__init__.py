@@ -6,6 +6,6 @@ own (the application, Hydra's job logging, does that).
 
 import logging
 
-__version__ = "0.3.3"
+__version__ = "0.4.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

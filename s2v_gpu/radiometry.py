@@ -32,7 +32,7 @@ class FitError(S2VError, RuntimeError):
 def patch_rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """RMSE over channels and pixels of each patch: ``(N, C, H, W)`` x2 -> ``(N,)``."""
     check_shape(a, 4, "a")
-    return (a - b).pow(2).flatten(1).mean(1).sqrt()
+    return (a - b).flatten(1).pow_(2).mean(1).sqrt_()  # squared in place: one temporary, the same bits
 
 
 def sample_pixels(v: torch.Tensor, s: torch.Tensor, keep: torch.Tensor,
