@@ -211,7 +211,7 @@ def load_pair(pair: Pair, cfg: PipelineConfig, device: torch.device | str = "cpu
                       swir)
 
 
-def registration_inputs(inputs: PairInputs) -> tuple[torch.Tensor, ...]:
+def registration_inputs(inputs: PairInputs) -> tuple[HalfResolution, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The 10 m blue images registered: VENuS B3 bicubic-downsampled x2 (a
     :class:`~s2v_gpu.resample.HalfResolution`: computed where the registration reads it) and its
     validity (whole 2x2 blocks valid), Sentinel-2 B2 over the same footprint and its validity; each
