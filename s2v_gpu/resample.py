@@ -653,30 +653,33 @@ class HalfResolution:
         return self._full
 
     def at(self, rows: range, cols: range) -> torch.Tensor:
-        """``(len(rows), len(cols))`` float32: the image's pixels at those rows and columns (the whole
-        image's to float rounding), separably: the 8 input rows of each output row, over the input
-        columns the output columns read, then the 8 columns of each."""
+        """``(len(rows), len(cols))`` float32 (float64 for float64 values): the image's pixels at those
+        rows and columns (the whole image's to float rounding), separably: the 8 input rows of each
+        output row, over the input columns the output columns read, then the 8 columns of each."""
         if self._full is not None:
             return self._full[rows.start:rows.stop:rows.step, cols.start:cols.stop:cols.step]
         h, w = self.values.shape
         r_in, r_w = bicubic_x2_weights(torch.tensor(rows, device=self.device), h)
         c_in, c_w = bicubic_x2_weights(torch.tensor(cols, device=self.device), w)
         c0, c1 = int(c_in.min()), int(c_in.max()) + 1
-        lines = torch.zeros((len(rows), c1 - c0), device=self.device)
+        dtype = torch.promote_types(self.values.dtype, torch.float32)
+        lines = torch.zeros((len(rows), c1 - c0), dtype=dtype, device=self.device)
         # rows whose 8 inputs lie inside the image: each tap a strided view; the few others gathered
         inner = [i for i, r in enumerate(rows) if 2 * r - 3 >= 0 and 2 * r + 4 < h]
         i0, i1 = (inner[0], inner[-1] + 1) if inner else (0, 0)
+        band = torch.empty((i1 - i0, c1 - c0), dtype=dtype, device=self.device)  # one tap's masked rows
         for k in range(_X2_TAPS):
             if inner:
                 first = 2 * rows[i0] - 3 + k
                 pick = slice(first, first + 2 * rows.step * (i1 - i0 - 1) + 1, 2 * rows.step)
-                lines[i0:i1].addcmul_(self.values[pick, c0:c1] * self.valid[pick, c0:c1], r_w[i0:i1, k, None].float())
+                torch.mul(self.values[pick, c0:c1], self.valid[pick, c0:c1], out=band)
+                lines[i0:i1].addcmul_(band, r_w[i0:i1, k, None].to(dtype))
             for i in (*range(i0), *range(i1, len(rows))):
                 j = int(r_in[i, k])
                 lines[i].add_(self.values[j, c0:c1] * self.valid[j, c0:c1], alpha=float(r_w[i, k]))
-        out = torch.zeros((len(rows), len(cols)), device=self.device)
+        out = torch.zeros((len(rows), len(cols)), dtype=dtype, device=self.device)
         for k in range(_X2_TAPS):
-            out.addcmul_(lines[:, c_in[:, k] - c0], c_w[None, :, k].float())
+            out.addcmul_(lines[:, c_in[:, k] - c0], c_w[None, :, k].to(dtype))
         return out.div_(self.divisor)
 
 
