@@ -120,13 +120,28 @@ def apply_linear(v: torch.Tensor, w: torch.Tensor, divisor: float = 1.0, index: 
     k = n if index is None else index.numel()
     out = torch.empty((k, gain.shape[1], h * width), dtype=out_dtype or dtype, device=v.device)
     step = max(1, LINEAR_CHUNK // max(1, c * h * width))
+    flat = v.reshape(n, c, h * width)
+    buffer = torch.empty((min(step, k), c, h * width), dtype=dtype, device=v.device)
     for i in range(0, k, step):
-        chunk = v[i:i + step] if index is None else v[index[i:i + step]]  # a view, or a copy of the chosen
-        y = torch.matmul(gain.T, chunk.reshape(-1, c, h * width).to(dtype), out=None if encode else out[i:i + step])
+        x = _converted(flat, i, min(i + step, k), index, buffer)
+        y = torch.matmul(gain.T, x, out=None if encode else out[i:i + step])
         y += bias
         if encode is not None:
             out[i:i + step] = encode(y)
     return out.view(-1, gain.shape[1], h, width)
+
+
+def _converted(flat: torch.Tensor, i: int, j: int, index: torch.Tensor | None, buffer: torch.Tensor) -> torch.Tensor:
+    """Images ``i:j`` of ``flat`` ``(N, C, P)`` (or of ``index``) in ``buffer``'s type: on the CPU copied
+    one by one into the reused buffer (the gather and the conversion in one pass), elsewhere gathered."""
+    if flat.device.type != "cpu":
+        return (flat[i:j] if index is None else flat[index[i:j]]).to(buffer.dtype)
+    x = buffer[:j - i]
+    if index is None:
+        return x.copy_(flat[i:j])
+    for slot, image in enumerate(index[i:j].tolist()):
+        x[slot].copy_(flat[image])
+    return x
 
 
 #: Input elements converted at a time by :func:`apply_linear` (a chunk's temporaries stay in cache).
