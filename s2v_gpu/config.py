@@ -258,6 +258,10 @@ def method_config(cfg: RunConfig) -> dict:
         del method["pipeline"]["registration"]["local_per_patch"]
     else:  # a local-model folder of an earlier revision holds other tensors: another configuration
         method["local_model_revision"] = LOCAL_MODEL_REVISION
+    r = cfg.pipeline.registration
+    if r.mode != "robust" or not r.refine:  # no refinement (preset=paper): 0.3.x's tensors and hash stay
+        del method["pipeline"]["registration"]["refine_coarse_step"]
+        del method["pipeline"]["registration"]["refine_coarse_tol_px"]
     return json.loads(json.dumps(method, default=str))
 
 

@@ -230,3 +230,18 @@ def test_a_local_model_folder_of_another_revision_is_another_configuration(monke
     before_t, before_l = config_hash(translation), config_hash(local)
     monkeypatch.setattr(config, "LOCAL_MODEL_REVISION", config.LOCAL_MODEL_REVISION - 1)
     assert config_hash(translation) == before_t and config_hash(local) != before_l
+
+
+def test_the_coarse_refinement_keys_shape_only_refined_folders():
+    """0.4.0's refinement keys enter the hash of the folders they shape (a 0.3.x robust folder is then
+    another configuration, refused rather than mixed) and not of those without a refinement: the
+    paper preset's tensors are 0.3.3's byte for byte (checked on the demo), so its folders resume."""
+    import s2v_gpu.config as config
+
+    robust, paper = compose_cfg(TINY), compose_cfg([*TINY, "preset=paper"])
+    assert config.method_config(robust)["pipeline"]["registration"]["refine_coarse_step"] == 2
+    assert "refine_coarse_step" not in config.method_config(paper)["pipeline"]["registration"]
+    other = compose_cfg([*TINY, "pipeline.registration.refine_coarse_step=1"])
+    assert config_hash(other) != config_hash(robust)
+    paper_other = compose_cfg([*TINY, "preset=paper", "pipeline.registration.refine_coarse_step=1"])
+    assert config_hash(paper_other) == config_hash(paper)
