@@ -631,8 +631,8 @@ class HalfResolution:
     the 5 m band; these points a tenth of one).
 
     Args:
-        values: ``(H, W)`` (e.g. the stored int16 of one VENuS band); ``valid`` ``(H, W)`` bool; ``H``
-            and ``W`` even.
+        values: ``(H, W)`` (e.g. the stored int16 of one VENuS band); ``valid`` ``(H, W)`` bool. The
+            image is ``(H // 2, W // 2)``, as :func:`downsample_bicubic_x2` makes it (odd sizes too).
         divisor: reflectance = values / divisor.
     """
 
@@ -644,7 +644,7 @@ class HalfResolution:
         self._full: torch.Tensor | None = None
 
     def full(self) -> torch.Tensor:
-        """The whole ``(H/2, W/2)`` float32 image (computed once)."""
+        """The whole ``(H // 2, W // 2)`` image, float32 (float64 for float64 values), computed once."""
         if self._full is None:
             dtype = torch.promote_types(self.values.dtype, torch.float32)
             masked = torch.mul(self.values, self.valid, out=torch.empty(self.values.shape, dtype=dtype,
