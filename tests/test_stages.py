@@ -99,8 +99,9 @@ def test_downsampling_has_no_half_pixel_offset(device):
         torch.testing.assert_close(out[0, 0, 10, inner], expected[inner], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("shape", [(94, 122), (95, 123)])  # odd sizes: the last row and column are dropped
 @pytest.mark.parametrize("dtype", [torch.int16, torch.float32])
-def test_half_resolution_computes_the_downsampled_pixels_it_is_asked(dtype, device):
+def test_half_resolution_computes_the_downsampled_pixels_it_is_asked(dtype, shape, device):
     """The registration's lazy 10 m reference: at any rows and columns (every pixel, a sparse grid,
     a window touching the edges, where the kernels are truncated) the whole image's values to float32
     rounding (64 weighted terms: 1e-6; measured 1.8e-7 on the CPU; a wrong tap is 1e-2 off), with
@@ -108,8 +109,8 @@ def test_half_resolution_computes_the_downsampled_pixels_it_is_asked(dtype, devi
     from s2v_gpu.resample import HalfResolution, dense
 
     g = torch.Generator().manual_seed(4)
-    values = (torch.rand(94, 122, generator=g) * 9000 + 500).to(dtype).to(device)
-    valid = (torch.rand(94, 122, generator=g) > 0.1).to(device)
+    values = (torch.rand(*shape, generator=g) * 9000 + 500).to(dtype).to(device)
+    valid = (torch.rand(*shape, generator=g) > 0.1).to(device)
     whole = downsample_bicubic_x2(((values * valid).double() / 1e4)[None, None])[0, 0].float()
     lazy = HalfResolution(values, valid, 1e4)
     assert lazy.shape == whole.shape
