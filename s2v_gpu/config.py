@@ -211,6 +211,13 @@ def _non_finite(node, prefix: str = "") -> str | None:
     return None
 
 
+def refuse_failed(checks: list[tuple[bool, str]]) -> None:
+    """Raise :class:`ConfigError` with the message of the first ``(ok, message)`` check that failed."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject values that would fail later or give a wrong dataset, with a message naming the key.
 
@@ -220,9 +227,7 @@ def validate(cfg: RunConfig) -> None:
     bad = _non_finite(cfg)
     if bad:
         raise ConfigError(f"{bad}: must be a finite number")
-    for ok, message in _ranges(cfg):
-        if not ok:
-            raise ConfigError(message)
+    refuse_failed(_ranges(cfg))
     if cfg.site is not None:
         try:
             check_name(cfg.site, "site")

@@ -550,15 +550,22 @@ def estimate_from_matches(disp: torch.Tensor, n_candidates: int, n_valid: int, p
     return result
 
 
+def refine_configured(reference, moving, ref_valid, mov_valid, shift_px: tuple[float, float],
+                      cfg: RegistrationConfig, kernel: str) -> tuple[tuple[float, float], int]:
+    """:func:`refine_translation` with the settings of ``cfg`` (the registration's refinement; the
+    benchmark's like-for-like reference runs the same one)."""
+    return refine_translation(reference, moving, ref_valid, mov_valid, shift_px, cfg.refine_iterations,
+                              max_pixels=cfg.refine_max_pixels, min_points=cfg.refine_min_points,
+                              tukey_c=cfg.tukey_c, kernel=kernel, coarse_step=cfg.refine_coarse_step,
+                              coarse_tol_px=cfg.refine_coarse_tol_px)
+
+
 def _refine(result: RegistrationResult, reference, moving, ref_valid, mov_valid, pixel_size: float,
             cfg: RegistrationConfig, kernel: str) -> None:
     """Gauss-Newton refinement from the match estimate, kept unless it jumps (then it locked onto
     something else); a refined shift beyond ``max_distance_m`` refuses the pair."""
     start = result.shift_px
-    refined, used = refine_translation(reference, moving, ref_valid, mov_valid, start, cfg.refine_iterations,
-                                       max_pixels=cfg.refine_max_pixels, min_points=cfg.refine_min_points,
-                                       tukey_c=cfg.tukey_c, kernel=kernel, coarse_step=cfg.refine_coarse_step,
-                                       coarse_tol_px=cfg.refine_coarse_tol_px)
+    refined, used = refine_configured(reference, moving, ref_valid, mov_valid, start, cfg, kernel)
     jump = math.hypot(refined[0] - start[0], refined[1] - start[1])
     if jump > cfg.refine_max_jump_px or used < cfg.refine_min_points:
         log.warning("refinement moved %.2f px from the match estimate; kept the match estimate", jump)

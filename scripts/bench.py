@@ -167,7 +167,7 @@ def reference_registration_same_budget(ref: np.ndarray, mov: np.ndarray, ref_val
     median as the seed, then the same Gauss-Newton refinement (s2v_gpu's, Lanczos-4)."""
     import cv2
 
-    from s2v_gpu.registration import RegistrationConfig, refine_translation, tile_offsets
+    from s2v_gpu.registration import RegistrationConfig, refine_configured, tile_offsets
 
     cfg = RegistrationConfig()
     size, offsets = tile_offsets(torch.from_numpy(ref_valid), torch.from_numpy(mov_valid), cfg.tile_size,
@@ -198,12 +198,9 @@ def reference_registration_same_budget(ref: np.ndarray, mov: np.ndarray, ref_val
     d = d[np.hypot(d[:, 0], d[:, 1]) * 10.0 <= cfg.max_distance_m]
     med = np.median(d, axis=0)
     seed = d[np.hypot(*(d - med).T) <= cfg.inlier_px].mean(axis=0)
-    (dx, dy), _ = refine_translation(torch.from_numpy(ref).float(), torch.from_numpy(mov).float(),
-                                     torch.from_numpy(ref_valid), torch.from_numpy(mov_valid),
-                                     (float(seed[0]), float(seed[1])), cfg.refine_iterations,
-                                     max_pixels=cfg.refine_max_pixels, min_points=cfg.refine_min_points,
-                                     tukey_c=cfg.tukey_c, kernel="lanczos4", coarse_step=cfg.refine_coarse_step,
-                                     coarse_tol_px=cfg.refine_coarse_tol_px)
+    (dx, dy), _ = refine_configured(torch.from_numpy(ref).float(), torch.from_numpy(mov).float(),
+                                    torch.from_numpy(ref_valid), torch.from_numpy(mov_valid),
+                                    (float(seed[0]), float(seed[1])), cfg, "lanczos4")
     return float(dx * 10.0), float(-dy * 10.0)
 
 

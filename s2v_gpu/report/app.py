@@ -33,9 +33,9 @@ def validate_report(cfg: ReportConfig) -> None:
     """
     import math
 
-    from ..config import ConfigError
+    from ..config import refuse_failed
 
-    checks = [
+    refuse_failed([
         (cfg.n_patches >= 1, f"report.n_patches={cfg.n_patches} must be >= 1"),
         (cfg.max_pairs >= 1, f"report.max_pairs={cfg.max_pairs} must be >= 1"),
         (math.isfinite(cfg.max_mae) and cfg.max_mae > 0, f"report.max_mae={cfg.max_mae} must be a finite number > 0"),
@@ -46,10 +46,7 @@ def validate_report(cfg: ReportConfig) -> None:
          f"report.weak_max_spread_m={cfg.weak_max_spread_m} must be a finite number > 0"),
         (cfg.sample_patches >= 1, f"report.sample_patches={cfg.sample_patches} must be >= 1 (patches in the figure)"),
         (10 <= cfg.dpi <= 600, f"report.dpi={cfg.dpi} must be in [10, 600]"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    ])
 
 
 def report_app(action: Callable) -> None:
