@@ -219,3 +219,22 @@ def test_refinement_without_texture_keeps_its_start(device):
     ok = torch.ones(120, 120, dtype=torch.bool, device=device)
     (dx, dy), used = refine_translation(flat, flat.clone(), ok, ok, (0.3, -0.2))
     assert (dx, dy) == (0.3, -0.2) and used > 0
+
+
+def test_a_coarse_grid_with_too_few_points_leaves_the_work_to_the_fine_one():
+    """On a small image (or a mostly invalid one) the coarse stage has fewer valid points than
+    ``min_points``: it takes no step, and the fine stage starts from the seed, giving exactly the
+    one-stage answer (which recovers the Fourier shift)."""
+    from s2v_gpu.registration import refine_translation
+
+    g = torch.Generator().manual_seed(2)
+    img = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 24, 24, generator=g, dtype=torch.float64), 3, 1)[0, 0]
+    h, w = img.shape  # 22 x 22: 484 fine points, 121 coarse ones
+    ky, kx = torch.fft.fftfreq(h, dtype=torch.float64)[:, None], torch.fft.fftfreq(w, dtype=torch.float64)[None, :]
+    mov = torch.fft.ifft2(torch.fft.fft2(img) * torch.exp(-2j * math.pi * (kx * 0.4 - ky * 0.3))).real  # (0.4, -0.3)
+    ok = torch.ones(h, w, dtype=torch.bool)
+    kw = {"min_points": 200, "kernel": "lanczos4"}
+    one = refine_translation(img, mov, ok, ok, (0.0, 0.0), coarse_step=1, **kw)
+    two = refine_translation(img, mov, ok, ok, (0.0, 0.0), coarse_step=2, **kw)
+    assert two == one and two[1] >= 200
+    assert abs(two[0][0] - 0.4) < 0.05 and abs(two[0][1] + 0.3) < 0.05, two
