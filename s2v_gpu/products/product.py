@@ -309,8 +309,8 @@ class TheiaProduct:
         they say "invalid" (``==`` no-data, any of some ``bits``, or non-zero)."""
         fill = {"band": self.nodata, "EDG": 1}.get(kind, 0)  # outside the raster: no-data / out of swath
         data = _read_checked(path, window, ref, fill=fill, out=out, band=kind == "band")
-        if kind == "band":
-            return data, "==", self.nodata
+        if kind == "band":  # data is int16 and no-data an int16 value (checked): compared as int16, not as
+            return data, "==", data.dtype.type(self.nodata)  # float64, which would convert every pixel
         if not np.issubdtype(data.dtype, np.integer):  # float-stored flags, rounded on reading
             data = data.astype(np.int64)
         if kind in bits:  # only the bits of the bands read / the configured MG2 bits invalidate
@@ -508,9 +508,10 @@ def _file_nodata_as_fill(data: np.ndarray, file_nodata: float | None, fill: floa
     if file_nodata is None or not np.isfinite(file_nodata) or file_nodata == fill:
         return
     info = np.iinfo(data.dtype) if np.issubdtype(data.dtype, np.integer) else None
-    if info is not None and not info.min <= file_nodata <= info.max:
+    if info is not None and not (info.min <= file_nodata <= info.max and file_nodata == round(file_nodata)):
         return  # a tag the pixels cannot hold marks none of them
-    data[data == file_nodata] = fill
+    # compared in the pixels' own type (a Python float would convert every pixel to float64 first)
+    data[data == data.dtype.type(file_nodata)] = fill
 
 
 def _refuse_out_of_range(path: str, data: np.ndarray, dtype: np.dtype) -> None:
