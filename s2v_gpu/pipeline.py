@@ -75,8 +75,9 @@ class PipelineConfig:
 class FittedVenus:
     """The kept triplets' 5 m VENuS, fitted when asked: ``v5`` the drawn candidates' values of each group
     ``(N, 4, size, size)`` (reflectance = values / ``q``), ``w`` each group's fit, ``index`` ``(K,)``
-    the kept ones among them. The files take the int16 straight from the fit, a few patches at a time
-    (no float copy of every patch); the float reflectance is computed once, on first use."""
+    the kept ones among them (increasing, distinct: a selection). The files take the int16 straight
+    from the fit, a few patches at a time (no float copy of every patch); the float reflectance is
+    computed once, on first use."""
 
     v5: tuple[torch.Tensor, torch.Tensor]
     w: tuple[torch.Tensor, torch.Tensor]
@@ -87,15 +88,20 @@ class FittedVenus:
     def reflectance(self, group: int) -> torch.Tensor:
         """``(K, 4, size, size)`` float fitted reflectance of group 0 (10 m bands) or 1 (20 m bands)."""
         if group not in self._reflectance:
-            self._reflectance[group] = apply_linear(self.v5[group], self.w[group], self.q, self.index)
+            self._reflectance[group] = apply_linear(self.v5[group], self.w[group], self.q, self._index(group))
         return self._reflectance[group]
+
+    def _index(self, group: int) -> torch.Tensor | None:
+        """The kept patches of ``v5[group]``; None when they are all of them (read in order, without a
+        gather: the same values)."""
+        return None if self.index.numel() == self.v5[group].shape[0] else self.index
 
     def int16(self, group: int) -> torch.Tensor:
         """The same as the files store it (:func:`~s2v_gpu.layout.to_int16` of :meth:`reflectance`, the
         same bytes), on the CPU."""
         if group in self._reflectance:
             return to_int16(self._reflectance[group])
-        return apply_linear(self.v5[group], self.w[group], self.q, self.index, out_dtype=torch.int16,
+        return apply_linear(self.v5[group], self.w[group], self.q, self._index(group), out_dtype=torch.int16,
                             encode=partial(encode_int16, in_place=True)).cpu().contiguous()
 
 
@@ -506,8 +512,9 @@ def residuals_of(pid: str, cand: Candidates, final: torch.Tensor, fitted10: torc
     """The residual misregistration of each selected patch (both groups, metres, see
     :mod:`s2v_gpu.residuals`), and the patches kept by ``selection.max_residual_m`` (0: all)."""
     out = {}
-    groups = (("res10", cand.s10[final], fitted10[final], 10.0),
-              ("res20", cand.s20[final], apply_linear(cand.v20, w20, index=final), 20.0))
+    every = final.numel() == cand.ids.numel()
+    groups = (("res10", rows_of(cand.s10, final), rows_of(fitted10, final), 10.0),
+              ("res20", rows_of(cand.s20, final), apply_linear(cand.v20, w20, index=None if every else final), 20.0))
     for name, s, fitted, res in groups:
         m = patch_residuals(s, fitted, cfg.residual_iterations)
         metres = to_metres(m["r"], res)
@@ -541,11 +548,17 @@ def _result(pair: Pair, prep: Prepared, selected: torch.Tensor, final: torch.Ten
         "common_grid": [grid.left, grid.top, grid.width, grid.height],
         "venus_zenith": prep.venus_zenith, "timings": lap.timings, **residual_summary(residuals),
     }
-    return PairResult(pair=pair, venus=venus, s2_10=cand.s10[final], s2_20=cand.s20[final],
+    return PairResult(pair=pair, venus=venus, s2_10=rows_of(cand.s10, final), s2_20=rows_of(cand.s20, final),
                       patch_index=patch_ids, bounds=[all_bounds[i] for i in patch_ids], crs=grid.crs,
                       registration=reg, w_10=prep.w10, w_20=prep.w20, stats=stats,
                       patches={k: v.cpu() for k, v in residuals.items()},
-                      s2_swir=None if cand.swir is None else cand.swir[final])
+                      s2_swir=None if cand.swir is None else rows_of(cand.swir, final))
+
+
+def rows_of(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` for ``index`` increasing and distinct (a selection, e.g. from ``nonzero``): ``x``
+    itself, not a copy, when that is every row (most pairs keep all their drawn patches)."""
+    return x if index.numel() == x.shape[0] else x[index]
 
 
 def residual_summary(residuals: dict[str, torch.Tensor]) -> dict[str, float]:

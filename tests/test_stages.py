@@ -302,7 +302,7 @@ def test_applying_the_fit_by_chunks_to_some_stored_patches_is_one_product(device
     gain = (w[1:] / 10000.0).float()
     one = torch.matmul(gain.T, dn[index].reshape(5, 4, 256).float()) + w[0].float()[None, :, None]
     for chunk in (4 * 256, 3 * 4 * 256):
-        monkeypatch.setattr(radiometry, "LINEAR_CHUNK", chunk)
+        monkeypatch.setattr(radiometry, "LINEAR_CHUNK", {"cpu": chunk, "cuda": chunk})
         got = apply_linear(dn, w, 10000.0, index)
         assert got.dtype == torch.float32 and torch.equal(got, one.view(5, 4, 16, 16))
         assert apply_linear(dn, w, 10000.0, index[:0]).shape == (0, 4, 16, 16)
@@ -322,14 +322,16 @@ def test_fitted_venus_goes_to_the_files_int16_without_a_float_copy(device, monke
     w[1:] = torch.eye(4, dtype=torch.float64) * 1000.0  # x 1000 DN: clipped at +-32767
     w[1:, 1] = torch.tensor([0.0, 0.5, 0.0, 0.0], dtype=torch.float64)  # band 1: odd DN give exact halves
     dn, w = dn.to(device), w.to(device)
-    for index in (torch.tensor([7, 0, 3, 4, 8]), torch.tensor([0, 2]), torch.tensor([], dtype=torch.long)):
+    # every patch kept (read in order, no gather), some, two, none
+    for index in (torch.arange(9), torch.tensor([7, 0, 3, 4, 8]), torch.tensor([0, 2]),
+                  torch.tensor([], dtype=torch.long)):
         index = index.to(device)
         expected = to_int16(apply_linear(dn, w, 10000.0, index))
         if index.numel():  # the cases the rule decides: clipping and halves (to even)
             assert (expected == 32767).any() and (expected == -32768).any()
             assert ((dn.cpu()[index.cpu(), 1] % 2 == 1) & (expected[:, 1] % 2 == 0)).any()
         for chunk in (4 * 256, 3 * 4 * 256):
-            monkeypatch.setattr(radiometry, "LINEAR_CHUNK", chunk)
+            monkeypatch.setattr(radiometry, "LINEAR_CHUNK", {"cpu": chunk, "cuda": chunk})
             direct = FittedVenus((dn, dn), (w, w), 10000.0, index).int16(1)
             assert direct.dtype == torch.int16 and direct.device.type == "cpu"
             assert torch.equal(direct, expected)
