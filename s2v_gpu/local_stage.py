@@ -91,7 +91,7 @@ def patch_source(inputs: PairInputs, stack: BandStack | None, bands: tuple[str, 
     """On the VENuS grid: the raw bands read with a margin, displaced by the global shift plus the
     field; off it: the raw window around the shifted grid (:func:`off_grid_source`), the field mapped
     into it by the local Jacobian of the reprojection."""
-    k, device = cfg.shift_kernel, inputs.s10.reflectance.device
+    k, device = cfg.shift_kernel, inputs.s10.valid.device
     if not inputs.s2_aligned:
         win = off_grid_source(inputs, bands, res, reg, cfg, device)
         return PatchSource(win.stack.reflectance, win.pad_px - 1.0,

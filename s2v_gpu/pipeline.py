@@ -229,7 +229,7 @@ def registration_inputs(inputs: PairInputs) -> tuple[HalfResolution, torch.Tenso
     ref_valid = v.valid[0::2, 0::2] & v.valid[0::2, 1::2]  # whole 2x2 blocks valid (strided: one pass each)
     ref_valid &= v.valid[1::2, 0::2]
     ref_valid &= v.valid[1::2, 1::2]
-    mov = s10.reflectance[0, margin:margin + h10, margin:margin + w10]
+    mov = s10.channels([0])[0, margin:margin + h10, margin:margin + w10]  # the blue band alone
     mov_valid = s10.valid[margin:margin + h10, margin:margin + w10]
     return ref, mov, ref_valid, mov_valid
 
@@ -287,7 +287,10 @@ def _moved_patches(stack: BandStack, at: tuple, kernel: str, size: int, ids: tor
     """The patches ``ids`` of a stack on the VENuS grid moved by the registration shift, computing
     only them (``at``: :func:`_on_grid`'s shift and window), ``(N, C, size, size)``."""
     shift, (r0, r1, c0, c1) = at
-    return shift_patches(stack.reflectance, stack.valid, shift, kernel, (r0, c0), size, ids, c1 - c0)
+    # the stored integers, converted to reflectance only where the patches' taps read them
+    values, divisor = stack.scaled()
+    return shift_patches(values, stack.valid, shift, kernel, (r0, c0), size, ids, c1 - c0,
+                         divisor=None if stack.dn is None else divisor)
 
 
 def moved_candidates(pid: str, inputs: PairInputs, reg: RegistrationResult, cfg: PipelineConfig,

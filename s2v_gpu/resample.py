@@ -460,7 +460,8 @@ def _and_of(x: torch.Tensor, dim: int, starts: list[int], length: int) -> torch.
 
 
 def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float], method: str,
-                  origin: tuple[int, int], size: int, ids: torch.Tensor, grid_width: int) -> torch.Tensor:
+                  origin: tuple[int, int], size: int, ids: torch.Tensor, grid_width: int,
+                  divisor: float | None = None) -> torch.Tensor:
     """Some patches of a shifted window: ``take_patches(shift_window(image[None], valid[None],
     shift_px, method, window)[0][0], size, ids)`` for the window of ``grid_width`` columns at ``origin``
     (row, column), computing only those patches, run by run of neighbours in a row (the same
@@ -469,6 +470,8 @@ def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[floa
     Args:
         image: ``(C, H, W)`` float; ``valid`` ``(H, W)`` bool.
         ids: ``(N,)`` patch numbers (any order; neighbours in increasing order share a run).
+        divisor: ``image`` holds stored integers and the values moved are ``image / divisor`` (see
+            :func:`scaled_values`), converted only where the patches' taps read them.
 
     Returns:
         ``(N, C, size, size)``; invalid samples hold 0, as :func:`shift_window`'s.
@@ -484,16 +487,25 @@ def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[floa
         # the rows that hold the patches, whole, then cut (the taps leave the image, grid_sample, or a
         # device where a few large launches cost less than many small ones)
         if not runs:
-            return image.new_zeros((0, image.shape[0], size, size))
+            return image.new_zeros((0, image.shape[0], size, size), dtype=torch.float32 if divisor else None)
+        image = image if divisor is None else scaled_values(image, valid, divisor)
         first, last = min(rows), max(rows)
         top, bottom = row0 + first * size, row0 + (last + 1) * size
         whole = shift_window(image[None], valid[None], shift_px, method, (top, bottom, col0, col0 + per_row * size))
         return take_patches(whole[0][0], size, ids - first * per_row)
     out = []
     for (a, b), window in zip(runs, windows):
-        value = _shift_window_by_blocks(image[None], valid[None, None], shift_px, window, kernel)[0][0]
+        value = _shift_window_by_blocks(image[None], valid[None, None], shift_px, window, kernel, divisor)[0][0]
         out.append(value.unflatten(-1, (b - a + 1, size)).permute(2, 0, 1, 3))
-    return torch.cat(out) if out else image.new_zeros((0, image.shape[0], size, size))
+    dtype = torch.float32 if divisor else None
+    return torch.cat(out) if out else image.new_zeros((0, image.shape[0], size, size), dtype=dtype)
+
+
+def scaled_values(values: torch.Tensor, valid: torch.Tensor, divisor: float) -> torch.Tensor:
+    """Stored integers ``values`` -> float32 ``values / divisor``, 0 where ``valid`` (broadcast) is False:
+    per element the arithmetic of :meth:`~s2v_gpu.products.BandStack.channels` (so the same bits,
+    whether a whole stack or a block of it is converted)."""
+    return values.to(torch.float32, copy=True).div_(divisor).mul_(valid)
 
 
 #: devices on which :func:`shift_patches` moves only the patches, run by run (on a GPU the whole rows
@@ -530,22 +542,26 @@ def _taps_inside(size: int, d: float, a: int, b: int, kernel: Kernel) -> bool:
 
 
 def _shift_window_by_blocks(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float],
-                            window: tuple[int, int, int, int], kernel: Kernel) -> tuple[torch.Tensor, torch.Tensor]:
+                            window: tuple[int, int, int, int], kernel: Kernel,
+                            divisor: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`shift_window` when every tap is inside, by blocks of output rows (each block reads the
-    rows its taps reach)."""
+    rows its taps reach; ``divisor``: ``image`` holds stored integers, converted block by block with
+    :func:`scaled_values`)."""
     r0, r1, c0, c1 = window
     per_block = SHIFT_BLOCK_PIXELS.get(image.device.type)
     step = r1 - r0 if per_block is None else max(1, per_block // (c1 - c0))
     nx, ny = int(math.floor(shift_px[0])), int(math.floor(shift_px[1]))
     first_tap, last_tap = kernel.offsets[0], kernel.offsets[-1]
     cols = slice(c0 + nx + first_tap, c1 + nx + last_tap + 1)  # the columns the window's taps reach
-    zero = torch.zeros((), device=image.device, dtype=image.dtype)
-    out = torch.empty(image.shape[:-2] + (r1 - r0, c1 - c0), device=image.device, dtype=image.dtype)
+    dtype = torch.float32 if divisor else image.dtype
+    zero = torch.zeros((), device=image.device, dtype=dtype)
+    out = torch.empty(image.shape[:-2] + (r1 - r0, c1 - c0), device=image.device, dtype=dtype)
     ok = torch.empty(valid.shape[:-2] + (r1 - r0, c1 - c0), device=image.device, dtype=torch.bool)
     for b0 in range(r0, r1, step):
         b1 = min(r1, b0 + step)
         rows = slice(b0 + ny + first_tap, b1 + ny + last_tap + 1)
-        x = torch.where(valid[..., rows, cols], image[..., rows, cols], zero)
+        x = image[..., rows, cols]
+        x = torch.where(valid[..., rows, cols], x if divisor is None else x.to(dtype, copy=True).div_(divisor), zero)
         first = _shift_window(x, valid[..., rows, cols], float(shift_px[0]), 3, c0 - cols.start, c1 - cols.start,
                               kernel)
         value, good = _shift_window(*first, float(shift_px[1]), 2, b0 - rows.start, b1 - rows.start, kernel)

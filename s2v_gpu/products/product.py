@@ -39,6 +39,7 @@ from rasterio.crs import CRS
 
 from ..bands import DEFAULT_NODATA, DEFAULT_QUANTIFICATION, S2_GROUPS, S2_RESOLUTION, VENUS_GROUPS, VENUS_RESOLUTION
 from ..errors import MetadataError, MissingFileError, ProductNameError, RasterReadError
+from ..resample import scaled_values
 from .metadata import ProductMetadata, read_metadata_bytes
 from .naming import ProductName, parse_product_name
 
@@ -130,9 +131,7 @@ class BandStack:
             dn = self.dn[index[0]:index[0] + len(index)]
         else:
             dn = self.dn[index]
-        out = dn.to(torch.float32, copy=True)  # never the stored tensor itself: it is divided in place
-        out.div_(self.quantification)
-        return out.mul_(self.valid)
+        return scaled_values(dn, self.valid, self.quantification)
 
     def scaled(self) -> tuple[torch.Tensor, float]:
         """``(values, divisor)`` with reflectance = values / divisor on the valid pixels: the stored
