@@ -216,7 +216,7 @@ def tile_offsets(ref_valid: torch.Tensor, mov_valid: torch.Tensor, tile_size: in
     nh, nw = math.ceil(h / size), math.ceil(w / size)
     offsets = [(i * size, j * size) for i in range(nh) for j in range(nw)]
     if max_tiles and len(offsets) > max_tiles:
-        both = F.pad((ref_valid & mov_valid).to(torch.int32), (0, nw * size - w, 0, nh * size - h))
+        both = F.pad(ref_valid & mov_valid, (0, nw * size - w, 0, nh * size - h))  # counted as bytes, summed exactly
         score = both.reshape(nh, size, nw, size).sum(dim=(1, 3)).flatten()
         pick = torch.argsort(-score, stable=True)[:max_tiles].sort().values
         offsets = [offsets[i] for i in pick.tolist()]
@@ -404,17 +404,18 @@ def _tukey_solve(A: torch.Tensor, y: torch.Tensor, tukey_c: float, rounds: int =
     the weights)."""
     wts = torch.ones_like(y)
     theta = None
-    for _ in range(rounds):
+    for round_ in range(rounds):
+        if round_:  # the weights of the previous round's residuals (none after the last solve)
+            r = y - A @ theta
+            probe = r[:: max(1, r.numel() // 100_000)]
+            scale = 1.4826 * (probe - probe.median()).abs().median().clamp_min(1e-9)
+            u = r / (tukey_c * scale)
+            wts = torch.where(u.abs() < 1, (1 - u**2) ** 2, torch.zeros_like(u))
         aw = A * wts[:, None]
         try:
             theta = torch.linalg.solve(aw.T @ A, aw.T @ y)
         except torch.linalg.LinAlgError:
             return None
-        r = y - A @ theta
-        probe = r[:: max(1, r.numel() // 100_000)]
-        scale = 1.4826 * (probe - probe.median()).abs().median().clamp_min(1e-9)
-        u = r / (tukey_c * scale)
-        wts = torch.where(u.abs() < 1, (1 - u**2) ** 2, torch.zeros_like(u))
     return theta
 
 
