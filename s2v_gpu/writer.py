@@ -143,12 +143,14 @@ def write_patches_gpkg(path: Path, bounds, grid_index, crs, pair_id: str,
     def write(tmp: Path) -> None:
         with fiona.open(tmp, "w", driver="GPKG", schema=schema, crs=FionaCRS.from_wkt(crs.to_wkt()),
                         layer="patches") as dst:
+            records = []
             for k, ((left, bottom, right, top), g) in enumerate(zip(bounds, grid_index)):
                 ring = [(left, top), (right, top), (right, bottom), (left, bottom), (left, top)]
                 props = {"pair_id": pair_id, "patch": k, "grid_index": int(g),
                          **{name: (int if kinds[name] == "int" else float)(values[k])
                             for name, values in extra.items()}}
-                dst.write({"geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": props})
+                records.append({"geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": props})
+            dst.writerecords(records)  # one call: one transaction (a call per feature costs twice the CPU)
 
     atomic_write(path, write)
 
