@@ -51,6 +51,24 @@ def test_known_translations_of_real_texture_are_measured_to_a_hundredth_of_a_pix
     assert out["converged"].all() and (out["texture"] > 0).all() and (out["rmse"] < 0.01).all()
 
 
+@pytest.mark.parametrize("shape", [(5, 40, 40), (2, 3, 3), (1, 7, 5)])
+def test_values_and_central_differences_with_zero_borders(shape, device):
+    """The estimator's samples: the values, then (f(x+1) - f(x-1)) / 2 along x and y, exactly 0 on the
+    first and last column (x) or row (y), where no central difference exists (written in place, the
+    borders zeroed alone: the bits of the zero-filled subtraction, -0.0 and halves included)."""
+    from s2v_gpu.residuals import _with_gradients
+
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randint(-5, 6, shape, generator=g).double() * 0.5).to(device)  # ties, zeros, negatives
+    got = _with_gradients(x)
+    want = torch.zeros((shape[0], 3) + shape[1:], dtype=x.dtype, device=device)
+    want[:, 0] = x
+    want[:, 1, :, 1:-1] = (x[:, :, 2:] - x[:, :, :-2]) / 2
+    want[:, 2, 1:-1] = (x[:, 2:] - x[:, :-2]) / 2
+    assert torch.equal(got.view(torch.int64), want.view(torch.int64))  # bit for bit, signs of zeros too
+    assert (got[:, 1, :, [0, -1]] == 0).all() and (got[:, 2, [0, -1]] == 0).all()
+
+
 def test_metres_follow_the_convention():
     m = to_metres(torch.tensor([[0.5, -0.25]]), 10.0)
     assert m.tolist() == [[5.0, 2.5]]  # x right = east, y down = south

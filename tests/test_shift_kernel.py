@@ -94,27 +94,35 @@ def test_shifting_only_the_window_is_bit_identical(kernel):
         assert torch.equal(full[..., 9:111, 10:121], part) and torch.equal(full_ok[..., 9:111, 10:121], part_ok)
 
 
+@pytest.mark.parametrize("stored", [False, True])
 @pytest.mark.parametrize("by_runs", [True, False])
 @pytest.mark.parametrize("kernel", ["keys", "lanczos4", "grid_sample"])
-def test_moving_only_the_validity_or_only_some_patches_is_bit_identical(kernel, by_runs, device, monkeypatch):
+def test_moving_only_the_validity_or_only_some_patches_is_bit_identical(kernel, by_runs, stored, device, monkeypatch):
     """The pipeline moves the whole grid's validity but only the candidate patches' reflectance: the
     same bits as cutting the whole moved window (integer shifts, whose zero-weight taps must not
-    count, taps past the image that fall back, runs of neighbours, a lone patch, the last column)."""
+    count, taps past the image that fall back, runs of neighbours, a lone patch, the last column).
+    ``stored``: the patches moved from the stored int16 (``divisor``, converted where the taps read)
+    give the bits of the whole stack converted first (``BandStack.channels``), invalid pixels too."""
     from s2v_gpu import resample
     from s2v_gpu.patches import take_patches
-    from s2v_gpu.resample import shift_patches, shift_window, shift_window_valid
+    from s2v_gpu.resample import scaled_values, shift_patches, shift_window, shift_window_valid
 
     monkeypatch.setattr(resample, "SHIFT_PATCHES_BY_RUNS", {device.type} if by_runs else set())
 
     g = torch.Generator().manual_seed(3)
-    img = torch.rand(1, 3, 84, 100, generator=g).to(device)
     valid = (torch.rand(1, 84, 100, generator=g) > 0.02).to(device)
+    dn = torch.randint(-10000, 16001, (1, 3, 84, 100), generator=g, dtype=torch.int16).to(device)
+    divisor = 10000.0 if stored else None
+    # the stored values hold no-data where invalid: it must not leak into a valid sample's taps
+    dn[:, :, ~valid[0]] = -10000
+    img = scaled_values(dn, valid, 10000.0) if stored else torch.rand(1, 3, 84, 100, generator=g).to(device)
     origin, size, window = (6, 8), 16, (6, 6 + 64, 8, 8 + 80)  # a 4 x 5 patch grid inside a margin
     ids = torch.tensor([0, 1, 2, 4, 7, 10, 11, 12, 13, 14, 19], device=device)
     for shift in [(0.3, -1.7), (-3.25, 2.6), (0.0, 0.0), (2.0, -1.0), (-5.5, 4.4), (-9.3, 0.2)]:
         full, full_ok = shift_window(img, valid, shift, kernel, window)
         assert torch.equal(shift_window_valid(valid[:, None], shift, kernel, window), full_ok), shift
         for some in (ids, ids[4:5], ids[:0], ids.flip(0)):
-            got = shift_patches(img[0], valid[0], shift, kernel, origin, size, some, 80)
-            assert got.shape == (some.numel(), 3, size, size) and got.is_contiguous()
+            got = shift_patches(dn[0] if stored else img[0], valid[0], shift, kernel, origin, size, some, 80,
+                                divisor=divisor)
+            assert got.shape == (some.numel(), 3, size, size) and got.is_contiguous() and got.dtype == img.dtype
             assert torch.equal(got, take_patches(full[0], size, some)), (shift, some.tolist())
