@@ -283,14 +283,16 @@ def _on_grid(grid: CommonGrid, res: float, margin: int, reg: RegistrationResult)
     return (dx / scale, dy / scale), (margin, margin + h, margin, margin + w)
 
 
-def _moved_patches(stack: BandStack, at: tuple, kernel: str, size: int, ids: torch.Tensor) -> torch.Tensor:
+def _moved_patches(stack: BandStack, at: tuple, kernel: str, size: int, ids: torch.Tensor,
+                   valid_taps: bool = False) -> torch.Tensor:
     """The patches ``ids`` of a stack on the VENuS grid moved by the registration shift, computing
-    only them (``at``: :func:`_on_grid`'s shift and window), ``(N, C, size, size)``."""
+    only them (``at``: :func:`_on_grid`'s shift and window), ``(N, C, size, size)``; ``valid_taps``:
+    ``ids`` are candidates of this stack's moved validity (see :func:`~s2v_gpu.resample.shift_patches`)."""
     shift, (r0, r1, c0, c1) = at
     # the stored integers, converted to reflectance only where the patches' taps read them
     values, divisor = stack.scaled()
     return shift_patches(values, stack.valid, shift, kernel, (r0, c0), size, ids, c1 - c0,
-                         divisor=None if stack.dn is None else divisor)
+                         divisor=None if stack.dn is None else divisor, valid_taps=valid_taps)
 
 
 def moved_candidates(pid: str, inputs: PairInputs, reg: RegistrationResult, cfg: PipelineConfig,
@@ -310,8 +312,9 @@ def moved_candidates(pid: str, inputs: PairInputs, reg: RegistrationResult, cfg:
     ok10, ok20 = (shift_window_valid(stack.valid[None, None], shift, cfg.shift_kernel, window)[0, 0]
                   for stack, (shift, window) in ((inputs.s10, at10), (inputs.s20, at20)))
     ids, n_total = candidate_ids(pid, v_valid, ok10, ok20, size)
-    patches = [_moved_patches(inputs.s10, at10, cfg.shift_kernel, size // 2, ids),
-               _moved_patches(inputs.s20, at20, cfg.shift_kernel, size // 4, ids)]
+    # the candidates were chosen on these moved validities: each of their samples reads valid pixels
+    patches = [_moved_patches(inputs.s10, at10, cfg.shift_kernel, size // 2, ids, valid_taps=True),
+               _moved_patches(inputs.s20, at20, cfg.shift_kernel, size // 4, ids, valid_taps=True)]
     blue = None
     if cfg.registration.model == "local":  # the local field measures the whole moved blue band
         blue = shift_window(inputs.s10.reflectance[None, :1], inputs.s10.valid[None], at10[0], cfg.shift_kernel,

@@ -405,18 +405,20 @@ def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int,
     return out, good
 
 
-def _shift_window(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int, a: int, b: int,
-                  kernel: Kernel) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _shift_window(x: torch.Tensor, ok: torch.Tensor | None, d: float, dim: int, a: int, b: int,
+                  kernel: Kernel) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """:func:`_shift_axis` for outputs ``a:b`` of ``dim`` only, when every tap they use is inside (no
-    padding, the same arithmetic per output); None when a tap would fall outside."""
+    padding, the same arithmetic per output); None when a tap would fall outside. ``ok`` None: the
+    validity is not moved (None returned for it)."""
     if not _taps_inside(x.shape[dim], d, a, b, kernel):
         return None
     out = good = None
     for t, w in _weighing_taps(d, kernel):
         tap = x.narrow(dim, a + t, b - a)
         out = tap * w if out is None else out.add_(tap, alpha=w)
-        tap_ok = ok.narrow(dim, a + t, b - a)
-        good = tap_ok.clone() if good is None else good.logical_and_(tap_ok)
+        if ok is not None:
+            tap_ok = ok.narrow(dim, a + t, b - a)
+            good = tap_ok.clone() if good is None else good.logical_and_(tap_ok)
     return out, good
 
 
@@ -461,7 +463,7 @@ def _and_of(x: torch.Tensor, dim: int, starts: list[int], length: int) -> torch.
 
 def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float], method: str,
                   origin: tuple[int, int], size: int, ids: torch.Tensor, grid_width: int,
-                  divisor: float | None = None) -> torch.Tensor:
+                  divisor: float | None = None, valid_taps: bool = False) -> torch.Tensor:
     """Some patches of a shifted window: ``take_patches(shift_window(image[None], valid[None],
     shift_px, method, window)[0][0], size, ids)`` for the window of ``grid_width`` columns at ``origin``
     (row, column), computing only those patches, run by run of neighbours in a row (the same
@@ -472,6 +474,10 @@ def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[floa
         ids: ``(N,)`` patch numbers (any order; neighbours in increasing order share a run).
         divisor: ``image`` holds stored integers and the values moved are ``image / divisor`` (see
             :func:`scaled_values`), converted only where the patches' taps read them.
+        valid_taps: the caller guarantees that every sample of these patches reads valid pixels only
+            (it chose them with :func:`shift_window_valid`, as the pipeline's candidates): the
+            validity is then not moved again and nothing is zeroed, by runs (the same bits: an
+            invalid pixel is read by no tap that weighs).
 
     Returns:
         ``(N, C, size, size)``; invalid samples hold 0, as :func:`shift_window`'s.
@@ -495,7 +501,8 @@ def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[floa
         return take_patches(whole[0][0], size, ids - first * per_row)
     out = []
     for (a, b), window in zip(runs, windows):
-        value = _shift_window_by_blocks(image[None], valid[None, None], shift_px, window, kernel, divisor)[0][0]
+        value = _shift_window_by_blocks(image[None], valid[None, None], shift_px, window, kernel, divisor,
+                                        valid_taps)[0][0]
         out.append(value.unflatten(-1, (b - a + 1, size)).permute(2, 0, 1, 3))
     dtype = torch.float32 if divisor else None
     return torch.cat(out) if out else image.new_zeros((0, image.shape[0], size, size), dtype=dtype)
@@ -542,11 +549,11 @@ def _taps_inside(size: int, d: float, a: int, b: int, kernel: Kernel) -> bool:
 
 
 def _shift_window_by_blocks(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float],
-                            window: tuple[int, int, int, int], kernel: Kernel,
-                            divisor: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                            window: tuple[int, int, int, int], kernel: Kernel, divisor: float | None = None,
+                            valid_taps: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`shift_window` when every tap is inside, by blocks of output rows (each block reads the
     rows its taps reach; ``divisor``: ``image`` holds stored integers, converted block by block with
-    :func:`scaled_values`)."""
+    :func:`scaled_values`; ``valid_taps``: see :func:`shift_patches`, the validity returned is None)."""
     r0, r1, c0, c1 = window
     per_block = SHIFT_BLOCK_PIXELS.get(image.device.type)
     step = r1 - r0 if per_block is None else max(1, per_block // (c1 - c0))
@@ -556,15 +563,21 @@ def _shift_window_by_blocks(image: torch.Tensor, valid: torch.Tensor, shift_px: 
     dtype = torch.float32 if divisor else image.dtype
     zero = torch.zeros((), device=image.device, dtype=dtype)
     out = torch.empty(image.shape[:-2] + (r1 - r0, c1 - c0), device=image.device, dtype=dtype)
-    ok = torch.empty(valid.shape[:-2] + (r1 - r0, c1 - c0), device=image.device, dtype=torch.bool)
+    ok = None if valid_taps else torch.empty(valid.shape[:-2] + (r1 - r0, c1 - c0), device=image.device,
+                                             dtype=torch.bool)
     for b0 in range(r0, r1, step):
         b1 = min(r1, b0 + step)
         rows = slice(b0 + ny + first_tap, b1 + ny + last_tap + 1)
         x = image[..., rows, cols]
-        x = torch.where(valid[..., rows, cols], x if divisor is None else x.to(dtype, copy=True).div_(divisor), zero)
-        first = _shift_window(x, valid[..., rows, cols], float(shift_px[0]), 3, c0 - cols.start, c1 - cols.start,
-                              kernel)
+        x = x if divisor is None else x.to(dtype, copy=True).div_(divisor)
+        block_ok = None if valid_taps else valid[..., rows, cols]
+        if block_ok is not None:
+            x = torch.where(block_ok, x, zero)
+        first = _shift_window(x, block_ok, float(shift_px[0]), 3, c0 - cols.start, c1 - cols.start, kernel)
         value, good = _shift_window(*first, float(shift_px[1]), 2, b0 - rows.start, b1 - rows.start, kernel)
+        if valid_taps:
+            out[..., b0 - r0:b1 - r0, :] = value
+            continue
         out[..., b0 - r0:b1 - r0, :] = value * good
         ok[..., b0 - r0:b1 - r0, :] = good
     return out, ok

@@ -126,3 +126,15 @@ def test_moving_only_the_validity_or_only_some_patches_is_bit_identical(kernel, 
                                 divisor=divisor)
             assert got.shape == (some.numel(), 3, size, size) and got.is_contiguous() and got.dtype == img.dtype
             assert torch.equal(got, take_patches(full[0], size, some)), (shift, some.tolist())
+        # the candidates (patches whose moved validity is all valid) moved without moving the
+        # validity again: the same bits, though invalid pixels (a cloud) hold no-data / noise beside them
+        cloud = torch.ones_like(valid)
+        cloud[:, 30:41, 37:58] = False
+        cloud_dn = torch.where(cloud[:, None], dn, -10000)
+        cloud_img = scaled_values(cloud_dn, cloud, 10000.0) if stored else img
+        full, full_ok = shift_window(cloud_img, cloud, shift, kernel, window)
+        whole = take_patches(full_ok[0].to(torch.uint8), size, ids).flatten(1).all(1).bool()
+        assert whole.any() and not whole.all(), shift
+        trusted = shift_patches(cloud_dn[0] if stored else img[0], cloud[0], shift, kernel, origin, size, ids[whole],
+                                80, divisor=divisor, valid_taps=True)
+        assert torch.equal(trusted, take_patches(full[0], size, ids[whole])), shift
