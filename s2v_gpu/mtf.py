@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .bands import S2_MTF, mtf_sigma_m
 from .errors import check_shape
-from .patches import patch_corners
+from .patches import channel_runs, patch_corners
 
 #: Input rows per strip of the masked blur: small strips stay in the CPU caches, large ones keep a GPU
 #: busy; either way the working memory is bounded whatever the site size.
@@ -251,13 +251,14 @@ def _patch_windows(image: torch.Tensor, channels: list[int], valid: torch.Tensor
     # each window copied as slices (a gather of every pixel costs more than the blur); past the image:
     # zeros, invalid
     rows, cols = patch_corners(ids, size, w)
+    runs = channel_runs(channels)
     for k, (r0, c0) in enumerate(zip((rows - pad).tolist(), (cols - pad).tolist())):
         a0, a1, b0, b1 = max(r0, 0), min(r0 + span, h), max(c0, 0), min(c0 + span, w)
         if (a0, a1, b0, b1) != (r0, r0 + span, c0, c0 + span):
             z[k].zero_()
         ok[k, a0 - r0:a1 - r0, b0 - c0:b1 - c0] = vk = valid[a0:a1, b0:b1]
-        for j, i in enumerate(channels):
-            torch.mul(image[i, a0:a1, b0:b1], vk, out=z[k, j, a0 - r0:a1 - r0, b0 - c0:b1 - c0])
+        for j0, j1, i0 in runs:
+            torch.mul(image[i0:i0 + j1 - j0, a0:a1, b0:b1], vk, out=z[k, j0:j1, a0 - r0:a1 - r0, b0 - c0:b1 - c0])
     num = blur(z, 1, padding=False)
     if full_den is None:
         out, partial = torch.empty_like(num), torch.arange(n, device=image.device)

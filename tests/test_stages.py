@@ -219,10 +219,17 @@ def test_take_patches_is_to_patches_indexed(device):
     assert torch.equal(take_patches(img, 16, ids), to_patches(img, 16)[ids])
     assert torch.equal(take_patches(img, 16, ids, [4, 1]), to_patches(img, 16)[ids][:, [4, 1]])
     assert torch.equal(take_patches(img, 16, ids.flip(0), [3]), to_patches(img, 16)[ids.flip(0)][:, [3]])
+    # runs of consecutive channels copied together: the pipeline's [0, 1, 2, 6] and [3, 4, 5, 6], a
+    # run after a jump back, a repeated channel
+    for channels in ([0, 1, 2, 4], [1, 2, 3, 4], [4, 0, 1], [2, 2, 3]):
+        assert torch.equal(take_patches(img, 16, ids, channels), to_patches(img, 16)[ids][:, channels]), channels
     assert take_patches(img, 16, ids[:0], [1, 2]).shape == (0, 2, 16, 16)
     for bad in ([20], [-1]):  # a 4 x 5 grid: no silent wrap-around (a negative number indexed from the end)
         with pytest.raises(IndexError, match="outside a grid of 4 x 5"):
             take_patches(img, 16, torch.tensor(bad, device=device))
+    for bad in ([5], [-1], [0, 7]):  # nor a channel outside the image
+        with pytest.raises(IndexError, match="outside an image of 5"):
+            take_patches(img, 16, ids, bad)
 
 
 def test_patch_validity_and_any_valid_are_the_direct_reductions(device):
