@@ -352,10 +352,9 @@ class GridSampler:
     def _valid(self, nx: int, ny: int) -> torch.Tensor:
         """Every tap valid and inside, for a whole shift ``(nx, ny)`` (kept: the steps rarely change it)."""
         if (nx, ny) not in self._valid_cache:
-            offsets = self.k.offsets
-            rows = torch.stack([self._lines(self.ok, 0, self.rows, self.pad + ny + o) for o in offsets]).all(0)
-            self._valid_cache = {(nx, ny): torch.stack([self._lines(rows, 1, self.cols, self.pad + nx + o)
-                                                    for o in offsets]).all(0)}
+            rows = _all_of([self._lines(self.ok, 0, self.rows, self.pad + ny + o) for o in self.k.offsets])
+            self._valid_cache = {(nx, ny): _all_of([self._lines(rows, 1, self.cols, self.pad + nx + o)
+                                                    for o in self.k.offsets])}
         return self._valid_cache[(nx, ny)]
 
     @staticmethod
@@ -364,6 +363,14 @@ class GridSampler:
         start = offset + grid.start
         stop = start + (len(grid) - 1) * grid.step + 1
         return x[start:stop:grid.step] if dim == 0 else x[:, start:stop:grid.step]
+
+
+def _all_of(masks: list[torch.Tensor]) -> torch.Tensor:
+    """The AND of boolean views, accumulated in place (no stacked copy of them all)."""
+    out = masks[0].clone()
+    for m in masks[1:]:
+        out.logical_and_(m)
+    return out
 
 
 def _weighted_sum(weights: list[float], views: list[torch.Tensor]) -> torch.Tensor:
@@ -455,10 +462,7 @@ def shift_window_valid(valid: torch.Tensor, shift_px: tuple[float, float], metho
 
 
 def _and_of(x: torch.Tensor, dim: int, starts: list[int], length: int) -> torch.Tensor:
-    out = x.narrow(dim, starts[0], length).clone()
-    for start in starts[1:]:
-        out.logical_and_(x.narrow(dim, start, length))
-    return out
+    return _all_of([x.narrow(dim, start, length) for start in starts])
 
 
 def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float], method: str,
