@@ -92,7 +92,8 @@ def fit_linear(v: torch.Tensor, s: torch.Tensor, counts: torch.Tensor | None, cf
         raise FitError(f"radiometric fit on {int(counts.min())} pixels, fewer than {cfg.min_pixels}")
     rows = (torch.arange(n)[None, :] < counts[:, None]).to(v.device)  # B, n
     for i in range(b):
-        std = torch.cat([v[i], s[i]], dim=1)[rows[i]].double().std(dim=0)
+        both = torch.cat([v[i], s[i]], dim=1)
+        std = (both if int(counts[i]) == n else both[rows[i]]).double().std(dim=0)  # every row real: no gather
         if (std < cfg.min_band_std).any():
             raise FitError(f"radiometric fit with a constant band (std {std.min().item():.2e})")
     # padded rows are all zeros, bias included: they add nothing to ||[1, v] W - s||
