@@ -216,8 +216,12 @@ def tile_offsets(ref_valid: torch.Tensor, mov_valid: torch.Tensor, tile_size: in
     nh, nw = math.ceil(h / size), math.ceil(w / size)
     offsets = [(i * size, j * size) for i in range(nh) for j in range(nw)]
     if max_tiles and len(offsets) > max_tiles:
-        both = F.pad(ref_valid & mov_valid, (0, nw * size - w, 0, nh * size - h))  # counted as bytes, summed exactly
-        score = both.reshape(nh, size, nw, size).sum(dim=(1, 3)).flatten()
+        both = F.pad(ref_valid & mov_valid, (0, nw * size - w, 0, nh * size - h)).view(torch.uint8)
+        # counted exactly as bytes: down each tile's columns (at most `size` each: int16 when it holds
+        # them, a fast vectorised sum), then across them
+        small = torch.int16 if size <= torch.iinfo(torch.int16).max else torch.int32
+        columns = both.view(nh, size, nw * size).sum(1, dtype=small)
+        score = columns.view(nh, nw, size).sum(2, dtype=torch.int64).flatten()
         pick = torch.argsort(-score, stable=True)[:max_tiles].sort().values
         offsets = [offsets[i] for i in pick.tolist()]
     return size, offsets

@@ -238,3 +238,24 @@ def test_a_coarse_grid_with_too_few_points_leaves_the_work_to_the_fine_one():
     two = refine_translation(img, mov, ok, ok, (0.0, 0.0), coarse_step=2, **kw)
     assert two == one and two[1] >= 200
     assert abs(two[0][0] - 0.4) < 0.05 and abs(two[0][1] + 0.3) < 0.05, two
+
+
+@pytest.mark.parametrize("shape", [(100, 90), (64, 64), (37, 120)])
+def test_registration_tiles_are_those_with_the_most_valid_pixels_in_both(shape, device):
+    """``tile_offsets``: the ``max_tiles`` tiles where both masks hold the most valid pixels (counted
+    tile by tile here, edge tiles cut by the image), ties to the first in row order, listed in row order."""
+    from s2v_gpu.registration import tile_offsets
+
+    g = torch.Generator().manual_seed(sum(shape))
+    ref = torch.rand(shape, generator=g) > 0.3
+    mov = torch.rand(shape, generator=g) > 0.2
+    ref[: shape[0] // 3, : shape[1] // 2] = False  # a cloud: those tiles lose
+    size = 20
+    both = ref & mov
+    counts = {(r, c): int(both[r:r + size, c:c + size].sum()) for r in range(0, shape[0], size)
+              for c in range(0, shape[1], size)}
+    for max_tiles in (1, 3, 5):
+        best = sorted(counts, key=lambda rc: (-counts[rc], rc))[:max_tiles]
+        got_size, got = tile_offsets(ref.to(device), mov.to(device), size, max_tiles)
+        assert got_size == size and got == sorted(best), max_tiles
+    assert tile_offsets(ref.to(device), mov.to(device), size, 0)[1] == sorted(counts)  # all of them
