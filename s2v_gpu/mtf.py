@@ -234,16 +234,21 @@ def mtf_downsample_patches(image: torch.Tensor, valid: torch.Tensor, sigmas_px: 
     span = size + 2 * pad + extra
     full_den = blur(torch.ones((1, len(channels), span, span), device=image.device, dtype=dtype), 1, padding=False)
     full_den = full_den if bool((full_den > 1e-6).all()) else None  # None: every window normalised as partial
-    chunks = [_patch_windows(image[0], channels, valid, ids[i:i + PATCH_CHUNK], size, pad, span, blur, full_den)
-              for i in range(0, ids.numel(), PATCH_CHUNK)]
     out_size = size // factor
-    return torch.cat(chunks) if chunks else image.new_zeros((0, len(channels), out_size, out_size), dtype=dtype)
+    # contiguous (N, C, h, w), written chunk by chunk: the blur's channels_last layout stays inside (the
+    # stages after it flatten the patches, which would copy a channels_last tensor each time)
+    out = torch.empty((ids.numel(), len(channels), out_size, out_size), device=image.device, dtype=dtype)
+    for i in range(0, ids.numel(), PATCH_CHUNK):
+        _patch_windows(image[0], channels, valid, ids[i:i + PATCH_CHUNK], size, pad, span, blur, full_den,
+                       out[i:i + PATCH_CHUNK])
+    return out
 
 
 def _patch_windows(image: torch.Tensor, channels: list[int], valid: torch.Tensor, ids: torch.Tensor, size: int,
-                   pad: int, span: int, blur: _StripBlur, full_den: torch.Tensor | None) -> torch.Tensor:
-    """The normalised blur of the windows of patches ``ids`` of ``image`` ``(C, H, W)`` (its ``channels``);
-    ``full_den``: a fully valid window's blurred mask (None where it has a zero)."""
+                   pad: int, span: int, blur: _StripBlur, full_den: torch.Tensor | None, out: torch.Tensor) -> None:
+    """The normalised blur of the windows of patches ``ids`` of ``image`` ``(C, H, W)`` (its ``channels``)
+    into ``out`` ``(N, C', h, w)``; ``full_den``: a fully valid window's blurred mask (None where it has a
+    zero)."""
     (_, h, w), c, n = image.shape, len(channels), ids.numel()
     dtype = blur.both.dtype
     z = torch.empty((n, c, span, span), device=image.device, dtype=dtype, memory_format=torch.channels_last)
@@ -261,11 +266,11 @@ def _patch_windows(image: torch.Tensor, channels: list[int], valid: torch.Tensor
             torch.mul(image[i0:i0 + j1 - j0, a0:a1, b0:b1], vk, out=z[k, j0:j1, a0 - r0:a1 - r0, b0 - c0:b1 - c0])
     num = blur(z, 1, padding=False)
     if full_den is None:
-        out, partial = torch.empty_like(num), torch.arange(n, device=image.device)
+        partial = torch.arange(n, device=image.device)
     else:  # the fully valid windows: their blurred mask, used as is (it has no zero)
-        out, partial = num / full_den, torch.nonzero(~ok.flatten(1).all(1)).flatten()
+        torch.div(num, full_den, out=out)
+        partial = torch.nonzero(~ok.flatten(1).all(1)).flatten()
     if partial.numel():
         m = ok[partial][:, None].expand(-1, c, -1, -1).to(dtype).contiguous(memory_format=torch.channels_last)
         zero = torch.zeros((), dtype=dtype, device=image.device)
         out[partial] = _normalised(num[partial], blur(m, 1, padding=False), zero)
-    return out
