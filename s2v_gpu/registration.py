@@ -390,8 +390,12 @@ def _gauss_newton(sampler: GridSampler, y_all: torch.Tensor, keep: torch.Tensor,
         n_used = int(torch.count_nonzero(ok))  # (a bool .sum() is 10x slower on the CPU)
         if n_used < min_points:
             break
-        A = torch.stack([value[ok], torch.ones_like(value[ok]), gx[ok], gy[ok]], dim=1).double()
-        theta = _tukey_solve(A, y_all[ok].double(), tukey_c)
+        # the points found once, each column gathered straight into the float64 system
+        at = torch.nonzero(ok.flatten()).squeeze(1)
+        A = torch.empty((n_used, 4), dtype=torch.float64, device=at.device)
+        for j, x in enumerate((value, None, gx, gy)):
+            A[:, j] = 1.0 if x is None else x.flatten()[at]
+        theta = _tukey_solve(A, y_all.flatten()[at].double(), tukey_c)
         # reference ~ a*warped + b + a*grad.delta  ->  theta[2:] = a * delta
         delta = None if theta is None else theta[2:] / theta[0]
         if delta is None or not bool(delta.abs().max() <= DIVERGED_STEP_PX):  # degenerate, NaN or diverging
