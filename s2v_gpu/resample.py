@@ -343,7 +343,7 @@ class GridSampler:
         wx, wy, dwx, dwy = (v.tolist() for v in (k.weights(t[0]), k.weights(t[1]), k.derivative(t[0]),
                                                   k.derivative(t[1])))
         lines = [self._lines(self.img, 0, self.rows, self.pad + ny + o) for o in k.offsets]  # (R, W + 2 pad) views
-        vert, dvert = _weighted_sum(wy, lines), _weighted_sum(dwy, lines)
+        vert, dvert = _weighted_sums((wy, dwy), lines, SAMPLER_BLOCK_ROWS.get(self.img.device.type))
         columns = [self._lines(vert, 1, self.cols, self.pad + nx + o) for o in k.offsets]
         value, dx = _weighted_sum(wx, columns), _weighted_sum(dwx, columns)
         dy = _weighted_sum(wx, [self._lines(dvert, 1, self.cols, self.pad + nx + o) for o in k.offsets])
@@ -371,6 +371,28 @@ def _all_of(masks: list[torch.Tensor]) -> torch.Tensor:
     for m in masks[1:]:
         out.logical_and_(m)
     return out
+
+
+#: rows of :class:`GridSampler`'s vertical pass summed at a time on the CPU (both sums of a block stay in
+#: L2 while the taps' rows are read: the same arithmetic per output); elsewhere all at once
+SAMPLER_BLOCK_ROWS = {"cpu": 64}
+
+
+def _weighted_sums(weights: tuple[list[float], ...], views: list[torch.Tensor],
+                   block_rows: int | None) -> list[torch.Tensor]:
+    """:func:`_weighted_sum` of the same ``views`` (``(R, W)`` each) with several sets of weights, by
+    blocks of ``block_rows`` rows (None: one block)."""
+    step = block_rows or views[0].shape[0]
+    if step >= views[0].shape[0]:
+        return [_weighted_sum(w, views) for w in weights]
+    outs = [torch.empty(views[0].shape, dtype=views[0].dtype, device=views[0].device) for _ in weights]
+    for r0 in range(0, views[0].shape[0], step):
+        block = [v[r0:r0 + step] for v in views]
+        for out, w in zip(outs, weights):
+            torch.mul(block[0], w[0], out=out[r0:r0 + step])
+            for wj, vj in zip(w[1:], block[1:]):
+                out[r0:r0 + step].add_(vj, alpha=wj)
+    return outs
 
 
 def _weighted_sum(weights: list[float], views: list[torch.Tensor]) -> torch.Tensor:

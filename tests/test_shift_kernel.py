@@ -78,6 +78,24 @@ def test_grid_sampling_is_the_gather_of_every_tap(kernel):
         assert all(torch.equal(a, b) for a, b in zip(kept, got))
 
 
+@pytest.mark.parametrize("block_rows", [1, 7, 44, 45])
+def test_grid_sampling_by_blocks_of_rows_is_bit_identical(block_rows, monkeypatch):
+    """The sampler's vertical pass by blocks of rows (kept in cache on the CPU) gives the bits of one
+    pass over all rows, blocks of one row, a last short block and one block included."""
+    from s2v_gpu import resample
+
+    g = torch.Generator().manual_seed(4)
+    img = torch.rand(90, 101, generator=g)
+    valid = torch.rand(90, 101, generator=g) > 0.03
+    rows, cols = range(0, 90, 2), range(1, 101, 3)  # 45 rows
+    monkeypatch.setattr(resample, "SAMPLER_BLOCK_ROWS", {})
+    whole = [resample.GridSampler(img, valid, rows, cols)(shift) for shift in [(0.3, -1.7), (-3.25, 2.6)]]
+    monkeypatch.setattr(resample, "SAMPLER_BLOCK_ROWS", {"cpu": block_rows})
+    blocks = [resample.GridSampler(img, valid, rows, cols)(shift) for shift in [(0.3, -1.7), (-3.25, 2.6)]]
+    for a, b in zip(whole, blocks):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 @pytest.mark.parametrize("kernel", ["lanczos4", "lanczos3", "keys", "bicubic"])
 def test_shifting_only_the_window_is_bit_identical(kernel):
     """The pipeline shifts only the common grid (the margins feed the taps): the same bits as shifting
