@@ -6,6 +6,6 @@ own (the application, Hydra's job logging, does that).
 
 import logging
 
-__version__ = "0.4.0"
+__version__ = "0.4.1"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
