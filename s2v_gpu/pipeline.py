@@ -92,9 +92,9 @@ class FittedVenus:
         return self._reflectance[group]
 
     def _index(self, group: int) -> torch.Tensor | None:
-        """The kept patches of ``v5[group]``; None when they are all of them (read in order, without a
-        gather: the same values)."""
-        return None if self.index.numel() == self.v5[group].shape[0] else self.index
+        """The kept patches of ``v5[group]`` (:func:`index_or_all`: read in order, without a gather,
+        when they are all of them)."""
+        return index_or_all(self.index, self.v5[group].shape[0])
 
     def int16(self, group: int) -> torch.Tensor:
         """The same as the files store it (:func:`~s2v_gpu.layout.to_int16` of :meth:`reflectance`, the
@@ -518,9 +518,9 @@ def residuals_of(pid: str, cand: Candidates, final: torch.Tensor, fitted10: torc
     """The residual misregistration of each selected patch (both groups, metres, see
     :mod:`s2v_gpu.residuals`), and the patches kept by ``selection.max_residual_m`` (0: all)."""
     out = {}
-    every = final.numel() == cand.ids.numel()
     groups = (("res10", rows_of(cand.s10, final), rows_of(fitted10, final), 10.0),
-              ("res20", rows_of(cand.s20, final), apply_linear(cand.v20, w20, index=None if every else final), 20.0))
+              ("res20", rows_of(cand.s20, final), apply_linear(cand.v20, w20, index=index_or_all(final, len(cand.v20))),
+               20.0))
     for name, s, fitted, res in groups:
         m = patch_residuals(s, fitted, cfg.residual_iterations)
         metres = to_metres(m["r"], res)
@@ -561,10 +561,16 @@ def _result(pair: Pair, prep: Prepared, selected: torch.Tensor, final: torch.Ten
                       s2_swir=None if cand.swir is None else rows_of(cand.swir, final))
 
 
+def index_or_all(index: torch.Tensor, n: int) -> torch.Tensor | None:
+    """``index`` of rows ``0..n-1``, increasing and distinct (a selection, e.g. from ``nonzero``), or
+    None when it selects every row (most pairs keep all their drawn patches: no gather, no copy)."""
+    return None if index.numel() == n else index
+
+
 def rows_of(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``x[index]`` for ``index`` increasing and distinct (a selection, e.g. from ``nonzero``): ``x``
-    itself, not a copy, when that is every row (most pairs keep all their drawn patches)."""
-    return x if index.numel() == x.shape[0] else x[index]
+    """``x[index]`` for a selection ``index`` (:func:`index_or_all`): ``x`` itself when it is every row."""
+    index = index_or_all(index, x.shape[0])
+    return x if index is None else x[index]
 
 
 def residual_summary(residuals: dict[str, torch.Tensor]) -> dict[str, float]:

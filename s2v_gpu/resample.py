@@ -389,15 +389,14 @@ def _weighted_sums(weights: tuple[list[float], ...], views: list[torch.Tensor],
     for r0 in range(0, views[0].shape[0], step):
         block = [v[r0:r0 + step] for v in views]
         for out, w in zip(outs, weights):
-            torch.mul(block[0], w[0], out=out[r0:r0 + step])
-            for wj, vj in zip(w[1:], block[1:]):
-                out[r0:r0 + step].add_(vj, alpha=wj)
+            _weighted_sum(w, block, out[r0:r0 + step])
     return outs
 
 
-def _weighted_sum(weights: list[float], views: list[torch.Tensor]) -> torch.Tensor:
-    """``sum_j weights[j] * views[j]`` accumulated in place (one pass per term, no temporaries)."""
-    out = views[0] * weights[0]
+def _weighted_sum(weights: list[float], views: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_j weights[j] * views[j]`` accumulated in place (one pass per term, no temporaries), into
+    ``out`` when given."""
+    out = torch.mul(views[0], weights[0], out=out)
     for w, v in zip(weights[1:], views[1:]):
         out.add_(v, alpha=w)
     return out
@@ -424,14 +423,9 @@ def _shift_axis(x: torch.Tensor, ok: torch.Tensor, d: float, dim: int,
     pads = [0, 0] * (x.dim() - 1 - dim) + [pad, pad]
     xp = F.pad(x, pads)
     okp = F.pad(ok, pads)  # False outside
-    out = None
-    good = None
-    for t, w in _weighing_taps(d, kernel):
-        start = pad + t
-        tap = xp.narrow(dim, start, size)
-        out = tap * w if out is None else out.add_(tap, alpha=w)
-        good = okp.narrow(dim, start, size).clone() if good is None else good.logical_and_(okp.narrow(dim, start, size))
-    return out, good
+    taps = _weighing_taps(d, kernel)
+    out = _weighted_sum([w for _, w in taps], [xp.narrow(dim, pad + t, size) for t, _ in taps])
+    return out, _all_of([okp.narrow(dim, pad + t, size) for t, _ in taps])
 
 
 def _shift_window(x: torch.Tensor, ok: torch.Tensor | None, d: float, dim: int, a: int, b: int,
@@ -441,14 +435,9 @@ def _shift_window(x: torch.Tensor, ok: torch.Tensor | None, d: float, dim: int, 
     validity is not moved (None returned for it)."""
     if not _taps_inside(x.shape[dim], d, a, b, kernel):
         return None
-    out = good = None
-    for t, w in _weighing_taps(d, kernel):
-        tap = x.narrow(dim, a + t, b - a)
-        out = tap * w if out is None else out.add_(tap, alpha=w)
-        if ok is not None:
-            tap_ok = ok.narrow(dim, a + t, b - a)
-            good = tap_ok.clone() if good is None else good.logical_and_(tap_ok)
-    return out, good
+    taps = _weighing_taps(d, kernel)
+    out = _weighted_sum([w for _, w in taps], [x.narrow(dim, a + t, b - a) for t, _ in taps])
+    return out, None if ok is None else _all_of([ok.narrow(dim, a + t, b - a) for t, _ in taps])
 
 
 def shift_window(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[float, float], method: str,
@@ -514,12 +503,13 @@ def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[floa
     windows = [(row0 + rows[a] * size, row0 + (rows[a] + 1) * size, col0 + cols[a] * size, col0 + (cols[b] + 1) * size)
                for a, b in runs]
     kernel = None if method == "grid_sample" else _kernel(method)
+    dtype = torch.float32 if divisor else None  # stored integers come out as float32 reflectance
     if (image.device.type not in SHIFT_PATCHES_BY_RUNS or kernel is None
             or not all(_window_taps_inside(image.shape, shift_px, w, kernel) for w in windows)):
         # the rows that hold the patches, whole, then cut (the taps leave the image, grid_sample, or a
         # device where a few large launches cost less than many small ones)
         if not runs:
-            return image.new_zeros((0, image.shape[0], size, size), dtype=torch.float32 if divisor else None)
+            return image.new_zeros((0, image.shape[0], size, size), dtype=dtype)
         image = image if divisor is None else scaled_values(image, valid, divisor)
         first, last = min(rows), max(rows)
         top, bottom = row0 + first * size, row0 + (last + 1) * size
@@ -530,7 +520,6 @@ def shift_patches(image: torch.Tensor, valid: torch.Tensor, shift_px: tuple[floa
         value = _shift_window_by_blocks(image[None], valid[None, None], shift_px, window, kernel, divisor,
                                         valid_taps)[0][0]
         out.append(value.unflatten(-1, (b - a + 1, size)).permute(2, 0, 1, 3))
-    dtype = torch.float32 if divisor else None
     return torch.cat(out) if out else image.new_zeros((0, image.shape[0], size, size), dtype=dtype)
 
 
