@@ -335,6 +335,6 @@ def test_killed_process_resumes_to_identical_bytes(corpus, tmp_path, kill_at):
     a, b = tmp_path / "ref" / "SYNTH-1", tmp_path / "run" / "SYNTH-1"
     names = sorted(f.name for f in a.iterdir() if f.suffix in (".pt", ".csv"))
     assert names == sorted(f.name for f in b.iterdir() if f.suffix in (".pt", ".csv"))
-    for name in names:
+    for name in names:  # same machine, software, configuration and threads: the same operations, byte for byte
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     assert not [f for f in b.iterdir() if f.name.startswith(".tmp-")]

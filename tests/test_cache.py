@@ -48,7 +48,7 @@ def test_a_threshold_sweep_reuses_the_pairs_and_writes_the_same_bytes(tiny_archi
     # exactly the bytes of runs without the cache
     _run(tiny_archive, tmp_path / "plain", "b", "cache=off", tight)
     _run(tiny_archive, tmp_path / "plain", "a", "cache=off", loose)
-    for sub in ("a", "b"):
+    for sub in ("a", "b"):  # the cache holds this process's own tensors: the same operations, byte for byte
         assert _digest(base / sub / "SYNTH-1") == _digest(tmp_path / "plain" / sub / "SYNTH-1")
     kept = [sum(int(r["nb_patches"]) for r in read_index_rows(base / s / "SYNTH-1")) for s in ("a", "b")]
     assert kept[1] < kept[0], "the tight threshold must drop patches, or this test proves nothing"

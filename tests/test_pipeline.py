@@ -193,7 +193,7 @@ def test_same_seed_same_patches(archive):
     c = process_pair(pair, _cfg(selection=SelectionConfig(max_patches=5), seed=7))
     assert a.stats["patches_valid"] > 5
     assert a.patch_index == b.patch_index and a.patch_index != c.patch_index
-    for name in ("v05_10", "s2_10", "v05_20", "s2_20"):
+    for name in ("v05_10", "s2_10", "v05_20", "s2_20"):  # one process, one thread count: the same operations
         assert torch.equal(getattr(a, name), getattr(b, name))
 
 
