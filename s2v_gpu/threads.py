@@ -15,6 +15,8 @@ import os
 
 import torch
 
+from . import openmp
+
 log = logging.getLogger(__name__)
 
 _SOURCES = ("S2V_THREADS", "SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS")
@@ -46,5 +48,6 @@ def apply_threads(configured: int = 0) -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     product.READ_THREADS = max(1, min(product.DEFAULT_READ_THREADS, 2 * threads))
-    log.info("%d CPU threads (from %s), %d reader threads", threads, source, product.READ_THREADS)
+    log.info("%d CPU threads (from %s), %d reader threads, OpenMP wait policy %s", threads, source,
+             product.READ_THREADS, openmp.POLICY)
     return threads

@@ -43,3 +43,49 @@ def test_launcher_presets_give_each_job_its_share():
     assert launcher_threads(OmegaConf.create({"n_jobs": 2 * available_cores()})) == 1
     assert launcher_threads(OmegaConf.create({"n_jobs": -1})) == 0
     assert launcher_threads(OmegaConf.create({})) == 0
+
+
+def _policy_seen_by(module: str, env_policy: str | None) -> str:
+    """The OpenMP wait policy a fresh process has once ``module`` is imported, and whether torch was
+    loaded after it was set (``policy torch-loaded-after``)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if env_policy is not None:
+        env["OMP_WAIT_POLICY"] = env_policy
+    code = (f"import importlib, sys; importlib.import_module({module!r}); import s2v_gpu.openmp as o, os; "
+            "print(os.environ['OMP_WAIT_POLICY'], o.POLICY, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("module", ["s2v_gpu.run", "s2v_gpu.report.app", "s2v_gpu.aggregate",
+                                    "s2v_gpu.synthetic.__main__", "s2v_gpu.dataset"])
+def test_console_commands_make_openmp_threads_yield_before_torch_loads(module):
+    """Every console command sets OMP_WAIT_POLICY=PASSIVE before torch (hence GNU OpenMP) is loaded:
+    the runtime reads it once, at load; a policy the user set is kept as it is."""
+    assert _policy_seen_by(module, None) == "PASSIVE PASSIVE True"
+    assert _policy_seen_by(module, "ACTIVE") == "ACTIVE ACTIVE True"
+
+
+def test_every_console_script_is_covered_by_the_wait_policy_test():
+    import tomllib
+    from pathlib import Path
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    covered = {"s2v_gpu.run", "s2v_gpu.report.app", "s2v_gpu.aggregate"}
+    assert {target.split(":")[0] for target in scripts.values()} <= covered
+
+
+def test_a_policy_set_after_torch_loaded_is_reported_as_the_runtime_default(monkeypatch):
+    """Imported by a library user after torch: nothing claims a policy the runtime never read."""
+    import importlib
+
+    import s2v_gpu.openmp as openmp
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert openmp.yield_idle_threads() == "default"  # torch is loaded in the test process
+    assert importlib.import_module("os").environ["OMP_WAIT_POLICY"] == "PASSIVE"  # children get it
