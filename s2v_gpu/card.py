@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import __version__
-from .layout import read_index_rows, site_folders
 from .provenance import read_manifest, software_line
 from .sites import PUBLISHED
+from .survey import survey_sites
 
 CITATION = ("Michel, J.; Vinasco-Salinas, J.; Inglada, J.; Hagolle, O. SEN2VENµS, a Dataset for the Training "
             "of Sentinel-2 Super-Resolution Algorithms. Data 2022, 7, 96. https://doi.org/10.3390/data7070096")
@@ -33,10 +33,9 @@ def departures(method: dict) -> list[str]:
     return out
 
 
-def _sites(folders: list[Path]) -> tuple[list[tuple[str, int, int]], dict]:
+def _sites(site_rows: dict[Path, list[dict]]) -> tuple[list[tuple[str, int, int]], dict]:
     rows, manifests = [], {}
-    for folder in folders:
-        index = read_index_rows(folder)
+    for folder, index in site_rows.items():
         if index:
             rows.append((index[0]["vns_site"], len(index), sum(int(r["nb_patches"]) for r in index)))
         manifest = read_manifest(folder)
@@ -48,8 +47,7 @@ def _sites(folders: list[Path]) -> tuple[list[tuple[str, int, int]], dict]:
 def dataset_card(root: Path) -> str:
     """The card of ``root``: a site folder, or a folder of site folders."""
     root = Path(root)
-    folders = site_folders(root)
-    sites, manifests = _sites(folders)
+    sites, manifests = _sites(survey_sites(root).rows)
     methods = {m.get("config_hash"): m for m in manifests.values()}
     sizes = sorted({(m.get("method") or {}).get("pipeline", {}).get("patches", {}).get("size_5m", 256)
                     for m in manifests.values()}) or [256]

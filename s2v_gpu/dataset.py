@@ -20,6 +20,7 @@ import bisect
 import random
 import sqlite3
 import struct
+import warnings
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .layout import FILE_COLUMNS, SCALE, SWIR_COLUMN, pair_id_of_row, read_index_rows, site_folders
+from .layout import FILE_COLUMNS, SCALE, SWIR_COLUMN, pair_id_of_row
+from .survey import SiteSurvey, survey_sites
 
 GROUP_FILES = {
     "10m": {"s2_10m": "tensor_10m_b2b3b4b8", "venus_05m_10mbands": "tensor_05m_b2b3b4b8"},
@@ -48,15 +50,17 @@ class PairEntry:
 
 
 def read_index(root: str | Path, sites: list[str] | None = None) -> list[PairEntry]:
-    """Pairs listed by the ``index.csv`` of every site folder under ``root`` (or of ``root`` itself)."""
-    root = Path(root)
-    # a site folder, or a dataset root (its site folders; a merged root index.csv is not read twice)
-    folders = site_folders(root)
+    """Pairs listed by the ``index.csv`` of every site folder under ``root`` (or of ``root`` itself),
+    each pair once: copies of a site folder and folders of another site's rows are left out with a
+    warning (:func:`s2v_gpu.survey.survey_sites`); a merged root ``index.csv`` is not read twice."""
+    return entries_of(survey_sites(root), sites)
+
+
+def entries_of(survey: SiteSurvey, sites: list[str] | None = None) -> list[PairEntry]:
+    """The :class:`PairEntry` of every row a survey counts (of ``sites`` only, when given)."""
     entries = []
-    for folder in folders:
-        for row in read_index_rows(folder):  # file names checked: never outside the folder
-            if sites is None or row["vns_site"] in sites:
-                entries.append(entry_of_row(folder, row))
+    for folder, rows in survey.rows.items():  # file names checked: never outside the folder
+        entries += [entry_of_row(folder, row) for row in rows if sites is None or row["vns_site"] in sites]
     return entries
 
 
@@ -104,7 +108,15 @@ class Sen2VenusDataset(Dataset):
         if unknown:
             raise ValueError(f"unknown band groups {sorted(unknown)}; choose from {sorted(GROUP_FILES)}")
         self.root, self.groups, self.transforms, self.geo = Path(root), tuple(groups), transforms, geo
-        self.pairs = read_index(root) if pairs is None else list(pairs)
+        self.left_out = []
+        if pairs is None:
+            survey = survey_sites(root)
+            self.left_out = survey.left_out
+            if survey.left_out:  # warnings, not only logs: a training script rarely configures logging
+                warnings.warn(f"{root}: not counted: " + "; ".join(f"{x.path.name} ({x.reason})"
+                                                                  for x in survey.left_out), stacklevel=2)
+            pairs = entries_of(survey)
+        self.pairs = list(pairs)
         missing = [e.pair_id for e in self.pairs for g in self.groups for c in GROUP_FILES[g].values()
                    if c not in e.files]
         if missing:

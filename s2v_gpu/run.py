@@ -37,6 +37,7 @@ from .config import (
 from .errors import S2VError
 from .hostmem import retain_freed_memory
 from .layout import CARD_FILE, LICENCE_FILE, REPORT_DIR, STAC_DIR, Layout, pair_file_names, published_prefix
+from .ownership import ForeignFileError
 from .pairing import Pair, find_pairs, sites_in
 from .pipeline import PairResult, PairSkipped, finish_pair, load_pair, prepare_pair, process_pair
 from .products import find_products
@@ -177,8 +178,13 @@ def _run_site(cfg: RunConfig, writer: SiteWriter, pairs: list[Pair], device: tor
               rejected: list[str], versions: dict, cache: PairCache | None = None) -> dict:
     """Every pair of one site through the pipeline into its (open) folder; returns the site summary."""
     site = writer.site
+    licence_error = None
     if cfg.layout is Layout.published:
-        writer.write_extra(LICENCE_FILE, LICENCE_TEXT)
+        try:
+            writer.write_extra(LICENCE_FILE, LICENCE_TEXT)
+        except ForeignFileError as exc:  # the pairs are still written; the summary says what is missing
+            log.error("%s", exc)
+            licence_error = f"{type(exc).__name__}: {exc}"
     done = writer.done
     outcomes = [{"pair_id": done[p.venus_name.name], "status": "complete", "reason": "already in the dataset"}
                 for p in pairs if p.venus_name.name in done]
@@ -188,6 +194,8 @@ def _run_site(cfg: RunConfig, writer: SiteWriter, pairs: list[Pair], device: tor
     for pair, result, seconds in _computed(todo, cfg, device, outcomes, cache):
         outcomes.append(_write(writer, cfg, pair, result, seconds, device))
     summary = _summary(cfg, site, products_root, writer, device, pairs, rejected, outcomes, versions)
+    if licence_error:
+        summary["licence_error"] = licence_error
     _by_products(cfg, writer, summary)
     writer.write_summary(summary)
     _log_summary(summary)

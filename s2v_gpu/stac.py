@@ -22,7 +22,8 @@ from pystac.validation import JsonSchemaSTACValidator
 from . import __version__
 from .bands import GROUP_10M, GROUP_20M, S2_WAVELENGTH, VENUS_WAVELENGTH
 from .dataset import PairEntry, entry_of_row, patch_geometries
-from .layout import MANIFEST_FILE, PAIR_ID_RE, STAC_DIR, SWIR_COLUMN, read_index_rows
+from .layout import PAIR_ID_RE, STAC_DIR, SWIR_COLUMN, read_index_rows
+from .ownership import OwnedFolder, site_owned_folder
 from .writer import atomic_write, own_subfolder
 
 log = logging.getLogger(__name__)
@@ -173,15 +174,17 @@ def write_site_stac(site_dir: Path) -> Path | None:
     if built is None:
         return None
     collection, items = built
-    stac_dir = own_subfolder(site_dir, STAC_DIR)
+    owned = site_owned_folder(site_dir, STAC_DIR)
+    stac_dir = owned.folder
     collection.catalog_type = pystac.CatalogType.SELF_CONTAINED  # relative links only: the folder can move
     collection.set_self_href(str(stac_dir / "collection.json"))
     for item in items:
         collection.add_item(item)
         item.set_self_href(str(stac_dir / f"{item.id}.json"))
         item.make_asset_hrefs_relative()
+    owned.claim([f"{item.id}.json" for item in items] + ["collection.json"])
     for stale in _stale_items(stac_dir, {i.id for i in items}):
-        stale.unlink(missing_ok=True)
+        owned.remove(stale.name)
     for item in items:
         obj = item.to_dict(include_self_link=False, transform_hrefs=True)
         _validate(obj, pystac.STACObjectType.ITEM)
@@ -193,11 +196,11 @@ def write_site_stac(site_dir: Path) -> Path | None:
     return stac_dir / "collection.json"
 
 
-def write_root_stac(root: Path) -> Path:
-    """``ROOT/stac/collection.json``: a Collection over the site Collections found under ``root``."""
+def write_root_stac(root: Path, folders: list[Path]) -> Path:
+    """``ROOT/stac/collection.json``: a Collection over the site Collections of ``folders`` (the site
+    folders the aggregate counts)."""
     root = Path(root)
-    children = sorted(p for p in root.glob(f"*/{STAC_DIR}/collection.json") if (p.parent.parent / MANIFEST_FILE)
-                      .exists())
+    children = [f / STAC_DIR / "collection.json" for f in folders if (f / STAC_DIR / "collection.json").exists()]
     if not children:
         raise FileNotFoundError(f"{root}: no site folder with {STAC_DIR}/collection.json")
     sites = [pystac.Collection.from_file(str(p)) for p in children]
@@ -205,7 +208,8 @@ def write_root_stac(root: Path) -> Path:
     times = [t for c in sites for t in c.extent.temporal.intervals[0]]
     collection = _collection(f"s2v-{root.resolve().name}", f"s2v_gpu dataset of {len(sites)} VENuS site(s), "
                              "after SEN2VENuS (Michel et al., Data 2022).", bboxes, times)
-    own_subfolder(root, STAC_DIR)
+    owned = OwnedFolder(own_subfolder(root, STAC_DIR))
+    owned.claim(["collection.json"])
     obj = collection.to_dict(include_self_link=False, transform_hrefs=False)
     obj["links"] += [{"rel": "root", "href": "./collection.json", "type": "application/json"}]
     obj["links"] += [{"rel": "child", "href": f"../{p.parent.parent.name}/{STAC_DIR}/collection.json",

@@ -34,7 +34,8 @@ from .layout import (
     read_index_rows,
     read_patches,
 )
-from .writer import atomic_write, own_subfolder
+from .ownership import site_owned_folder
+from .writer import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,9 @@ def export_site_v2(site_dir: Path) -> Path:
                          "them: rebuild with format=v2")
     table, _ = read_patches(site_dir)
     residuals = {(r["pair_id"], int(r["patch"])): {c: r[c] for c in RESIDUAL_COLUMNS} for r in table}
-    out = own_subfolder(site_dir, V2_DIR)
-    zip_name = f"{site_dir.name}.zip"
+    owned = site_owned_folder(site_dir, V2_DIR)
+    out, zip_name = owned.folder, f"{site_dir.name}.zip"
+    owned.claim([zip_name, "index.csv"])  # both refused before either is written: nothing half replaced
     rows: list[dict] = []
 
     def write_zip(tmp: Path) -> None:

@@ -66,6 +66,7 @@ from .layout import (
     read_table,
     to_int16,
 )
+from .ownership import ForeignFileError
 
 log = logging.getLogger(__name__)
 
@@ -492,15 +493,20 @@ class SiteWriter:
                 fh.truncate(size)
 
     def write_extra(self, name: str, text: str) -> None:
-        """A file of the folder that is not a pair's (``LICENCE``), written once, recorded as ours."""
+        """A file of the folder that is not a pair's (``LICENCE``, the card), recorded as ours before it
+        is written.
+
+        Raises:
+            ForeignFileError: a file of that name is there and the runs did not write it (left as is).
+        """
         path = self._path(name)
-        if path.exists() and name not in self.manifest["files"]:
-            log.info("%s exists and is not ours: left as it is", path)
-            return
-        atomic_write(path, lambda tmp: tmp.write_text(text))
         if name not in self.manifest["files"]:
+            if path.exists() or path.is_symlink():
+                raise ForeignFileError(f"{path} exists and was not written by s2v_gpu: it is left as it is; move "
+                                       "it away for the run to write its own")
             self.manifest["files"].append(name)
             self._save_manifest()
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.site_dir / SUMMARY_FILE, summary)

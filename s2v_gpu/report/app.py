@@ -1,5 +1,6 @@
 """``python -m s2v_gpu.report paths.dataset=DATASET [report.n_patches=200 ...]``: the Hydra entry point
-(exit 1 when the folder holds no pair, 2 for a configuration error)."""
+(exit 1 when the folder holds no pair, 2 for a configuration error or a file in the way that the
+project did not write, named on one line)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,9 @@ def report_app(action: Callable) -> None:
             return 1
         return 0
 
-    hydra_app("report", ReportAppConfig, job)
+    from ..ownership import ForeignFileError
+
+    hydra_app("report", ReportAppConfig, job, refusals=(ForeignFileError,))
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from ..layout import (
     read_patches,
     read_table,
 )
+from ..ownership import OwnedFolder, site_owned_folder
 from . import figures as F
 from .metrics import BANDS, ReportConfig, select_patches, site_metrics
 from .page import DrawnFigure, render, table_html
@@ -30,11 +31,17 @@ log = logging.getLogger("s2v_gpu.report")
 
 
 def _tables(entries) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The index rows and the details rows of the sites (details carry their folder's ``vns_site``)."""
+    """The index rows and the details rows of the pairs of ``entries`` (each pair once, as the survey
+    of the folders counts it; details carry their folder's ``vns_site``)."""
     site_of = {e.folder: e.site for e in entries}
-    index = pd.concat([pd.read_csv(f / INDEX_FILE, sep="\t") for f in sorted(site_of)])
+    pairs_of = {f: {e.pair_id for e in entries if e.folder == f} for f in site_of}
+    index = [pd.read_csv(f / INDEX_FILE, sep="\t") for f in sorted(site_of)]
+    index = pd.concat([t[t["patches_gpkg"].str.removesuffix("_patches.gpkg").isin(pairs_of[f])]
+                       for f, t in zip(sorted(site_of), index)])
     details = [pd.DataFrame(read_table(f / DETAILS_FILE, ["pair_id"])).assign(vns_site=site)
                for f, site in sorted(site_of.items()) if (f / DETAILS_FILE).exists()]
+    details = [d[d["pair_id"].isin(pairs_of[f])] for f, d in zip(sorted(f for f in site_of
+                                                                          if (f / DETAILS_FILE).exists()), details)]
     details = pd.concat(details) if details else pd.DataFrame()
     if not (len(details) and "venus_product_id" in details):
         return index, pd.DataFrame()
@@ -216,12 +223,10 @@ def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str 
     cfg = cfg or ReportConfig()
     dataset = Path(dataset)
     if out:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        out = OwnedFolder(Path(out))
     else:  # inside the dataset: a real folder of ours, never a planted link
-        from ..writer import own_subfolder
-
-        out = own_subfolder(dataset, REPORT_DIR)
+        out = site_owned_folder(dataset, REPORT_DIR)
     entries = read_index(dataset)
     if not entries:
         raise FileNotFoundError(f"{dataset}: no index.csv with any pair")
@@ -245,21 +250,24 @@ def build_report(dataset: str | Path, cfg: ReportConfig | None = None, out: str 
     page = render(report, figures, _site_tables(report, mdf), pairs, _provenance(entries, index),
                   cfg.dpi)
     _write_outputs(out, report, page, figures, mdf, pairs, residual_table(patches) if len(patches) else None)
-    log.info("quality report written to %s (%d flags, %d weak registrations)", out / "report.html", len(flags),
+    log.info("quality report written to %s (%d flags, %d weak registrations)", out.folder / "report.html", len(flags),
              len(weak))
     return report
 
 
-def _write_outputs(out: Path, report: dict, page: str, figures: list[DrawnFigure], mdf: pd.DataFrame,
+def _write_outputs(owned: OwnedFolder, report: dict, page: str, figures: list[DrawnFigure], mdf: pd.DataFrame,
                    pairs: pd.DataFrame, residuals: pd.DataFrame | None) -> None:
-    """The report folder: the page, its JSON and tables, and each figure as a PNG file too (for papers)."""
+    """The report folder: the page, its JSON and tables, and each figure as a PNG file too (for papers).
+    Every name is claimed first: a file in the way that is not ours refuses the report before any write."""
     from ..writer import atomic_write, write_json, write_tsv
 
+    tables = {"metrics.tsv": mdf, "pairs.tsv": pairs, "residuals.tsv": residuals}
+    tables = {name: frame for name, frame in tables.items() if frame is not None}
+    owned.claim([f"{f.name}.png" for f in figures] + list(tables) + ["report.json", "report.html"])
+    out = owned.folder
     for f in figures:
         atomic_write(out / f"{f.name}.png", lambda tmp, b=f.png: tmp.write_bytes(b))
-    tables = {"metrics.tsv": mdf, "pairs.tsv": pairs, "residuals.tsv": residuals}
     for name, frame in tables.items():
-        if frame is not None:
-            write_tsv(out / name, frame.round(6).to_dict("records"), list(frame.columns))
+        write_tsv(out / name, frame.round(6).to_dict("records"), list(frame.columns))
     write_json(out / "report.json", report)
     atomic_write(out / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
