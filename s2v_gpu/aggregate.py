@@ -45,7 +45,7 @@ def aggregate(root: str | Path, report: ReportConfig | None = None) -> dict:
         ForeignFileError: a file the aggregate writes is there and it did not write it.
     """
     root = Path(root)
-    survey = survey_sites(root, require_manifest=True)
+    survey = survey_sites(root, require_manifest=True, check_busy=True)
     if not any(survey.rows.values()):
         left = "; ".join(f"{x.path.name}: {x.reason}" for x in survey.left_out)
         raise FileNotFoundError(f"{root}: no site folder of s2v_gpu with a pair" + (f" (left out: {left})" if left

@@ -142,7 +142,7 @@ def _candidate_folders(root: Path) -> tuple[list[Path], list[LeftOut]]:
     return candidates, left_out
 
 
-def survey_sites(root: str | Path, require_manifest: bool | None = None) -> SiteSurvey:
+def survey_sites(root: str | Path, require_manifest: bool | None = None, check_busy: bool = False) -> SiteSurvey:
     """The site folders under ``root`` (or ``root`` itself when it is a site folder).
 
     Args:
@@ -151,6 +151,8 @@ def survey_sites(root: str | Path, require_manifest: bool | None = None) -> Site
             manifest whose rows are of their own site (False: the published download). None (the
             default): True as soon as one folder under ``root`` has a manifest, so a folder of
             someone else's beside ours never counts, for the aggregate, the report or the Dataset.
+        check_busy: note the folders a running job holds (the aggregate; a run's own report would
+            find its own lock).
 
     Returns:
         The survey; every folder and pair left out is also logged as a warning.
@@ -178,7 +180,7 @@ def survey_sites(root: str | Path, require_manifest: bool | None = None) -> Site
             survey.left_out.append(LeftOut(folder, why))
             continue
         survey.rows[folder] = _first_copies(folder, rows, seen, survey.left_out)
-        if is_being_written(folder):
+        if check_busy and is_being_written(folder):
             survey.busy.append(folder)
     for item in survey.left_out:
         _warn_once(f"{item.path}: left out: {item.reason}")
