@@ -29,9 +29,19 @@ def one_line(exc: BaseException) -> str:
                   and "HYDRA_FULL_ERROR" not in ln]
         exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     text = "; ".join(dict.fromkeys(parts))
-    if any(ord(ch) > 127 for ch in text) and "token recognition error" in text:
-        text += " (quote values with non-ASCII characters: key='/data/é')"
+    if _is_lexer_error(text):
+        text += (" (Hydra could not read that override: quote the value, e.g. \"key='/data/Données'\", for "
+                 "non-ASCII letters, spaces and characters such as = , [ ] { } ( ) ' \")")
     return text
+
+
+#: what Hydra's override grammar says of a value it cannot lex or parse
+_LEXER_ERRORS = ("LexerNoViableAltException", "token recognition error", "mismatched input", "no viable alternative",
+                 "extraneous input", "override_grammar")
+
+
+def _is_lexer_error(text: str) -> bool:
+    return any(marker in text for marker in _LEXER_ERRORS)
 
 
 def refuse(message: str) -> None:

@@ -7,8 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import __version__
+from .layout import read_table
+from .licences import card_lines
 from .provenance import read_manifest, software_line
 from .sites import PUBLISHED
+from .split import SPLIT_COLUMNS, SPLIT_FILE, SPLITS
 from .survey import survey_sites
 
 CITATION = ("Michel, J.; Vinasco-Salinas, J.; Inglada, J.; Hagolle, O. SEN2VENµS, a Dataset for the Training "
@@ -44,6 +47,27 @@ def _sites(site_rows: dict[Path, list[dict]]) -> tuple[list[tuple[str, int, int]
     return rows, manifests
 
 
+def _split_lines(root: Path) -> list[str]:
+    """The card's split section, from ``ROOT/split.csv`` when a split was written."""
+    path = Path(root) / SPLIT_FILE
+    if not path.exists():
+        return []
+    rows = read_table(path, SPLIT_COLUMNS)
+    lines = ["## Split", "", f"`{SPLIT_FILE}` (written by `s2v-gpu-split`, seeded and deterministic) puts each pair "
+             "on one side; by site unless it says otherwise (`Sen2VenusDataset(root, split='train')`):", "",
+             "| split | sites | pairs | patches |", "|---|---|---|---|"]
+    for name in SPLITS:
+        part = [r for r in rows if r["split"] == name]
+        lines.append(f"| {name} | {len({r['vns_site'] for r in part})} | {len(part)} | "
+                     f"{sum(int(r['nb_patches']) for r in part)} |")
+    shared = {r["vns_site"] for r in rows if r["split"] == "train"} & {r["vns_site"] for r in rows
+                                                                       if r["split"] != "train"}
+    if shared:
+        lines += ["", f"**Sites on both sides** ({', '.join(sorted(shared))}): a split by pair; test scores are "
+                  "optimistic (correlated patches of one site)."]
+    return lines + [""]
+
+
 def dataset_card(root: Path) -> str:
     """The card of ``root``: a site folder, or a folder of site folders."""
     root = Path(root)
@@ -59,11 +83,11 @@ def dataset_card(root: Path) -> str:
              "## Contents", "", "| site | pairs | patches | SEN2VENµS release patches |", "|---|---|---|---|"]
     lines += [f"| {s} | {p} | {n} | {PUBLISHED[s][1] if s in PUBLISHED else '—'} |" for s, p, n in sites]
     lines += [f"| **all** | **{sum(s[1] for s in sites)}** | **{sum(s[2] for s in sites)}** | |", "",
-              "## Sources, licence and attribution", "",
+              "## Sources, licences and attribution", "",
               "Derived from Theia L2A surface reflectance products of VENµS and Sentinel-2 (processed by CNES with "
-              "MAJA, distributed by the Theia land data centre, https://theia.cnes.fr) under the Etalab Open "
-              "Licence 2.0: attribute *CNES / Theia* when using or redistributing. The products of each pair are "
-              "named in `index.csv` (`venus_product_id`, `sentinel2_product_id`) and in the STAC Items (`stac/`).",
+              "MAJA, distributed by the Theia land data centre, https://theia.cnes.fr). The products of each pair "
+              "are named in `index.csv` (`venus_product_id`, `sentinel2_product_id`) and in the STAC Items "
+              "(`stac/`).", "", *card_lines(),
               "", "## Method", "", "The SEN2VENµS method (paper section 2): same-day pairs (|Δt| ≤ 30 min), "
               "common grid, registration of Sentinel-2 on VENµS, MTF-matched downsampling, per-group linear "
               "radiometric fit, patch selection. Departures from the paper in this dataset:", ""]
@@ -71,6 +95,7 @@ def dataset_card(root: Path) -> str:
         lines.append(f"Configuration `{h}` (recorded in `manifest.json`):")
         lines += [f"- {d}" for d in departures(m.get("method") or {})]
         lines.append("")
+    lines += _split_lines(root)
     software = sorted({software_line(m.get("software", {})) for m in manifests.values()})
     lines += ["## Provenance", "", *[f"- software: `{s}`" for s in software], "",
               "## Use", "", "```python", "from s2v_gpu.dataset import Sen2VenusDataset",

@@ -99,11 +99,16 @@ class Sen2VenusDataset(Dataset):
         transforms: called on each sample dict (augmentations), its result returned.
         geo: add ``"crs"`` and ``"bounds"`` (left, bottom, right, top of the 5 m patch) to each sample,
             read from the pair's GeoPackage (standard library only).
+        split: ``"train"``, ``"val"`` or ``"test"``: only the pairs ``ROOT/split.csv`` puts there
+            (written by ``s2v-gpu-split``, whole sites by default).
+
+    Folders and pairs not counted (copies of a site folder, another site's rows, a pair already
+    counted) are in ``left_out`` and named in a warning.
     """
 
     def __init__(self, root: str | Path, groups: tuple[str, ...] = ("10m", "20m"),
                  pairs: list[PairEntry] | None = None, transforms: Callable[[dict], dict] | None = None,
-                 geo: bool = False) -> None:
+                 geo: bool = False, split: str | None = None) -> None:
         unknown = set(groups) - set(GROUP_FILES)
         if unknown:
             raise ValueError(f"unknown band groups {sorted(unknown)}; choose from {sorted(GROUP_FILES)}")
@@ -117,6 +122,8 @@ class Sen2VenusDataset(Dataset):
                                                                   for x in survey.left_out), stacklevel=2)
             pairs = entries_of(survey)
         self.pairs = list(pairs)
+        if split is not None:
+            self.pairs = _of_split(self.root, self.pairs, split)
         missing = [e.pair_id for e in self.pairs for g in self.groups for c in GROUP_FILES[g].values()
                    if c not in e.files]
         if missing:
@@ -166,6 +173,24 @@ class Sen2VenusDataset(Dataset):
             crs, bounds = self._geo[k]
             sample.update(crs=crs, bounds=bounds[j])
         return self.transforms(sample) if self.transforms else sample
+
+
+def _of_split(root: Path, pairs: list[PairEntry], split: str) -> list[PairEntry]:
+    """The pairs that ``ROOT/split.csv`` puts in ``split`` (see :mod:`s2v_gpu.split`).
+
+    Raises:
+        ValueError: an unknown split name, or pairs the table does not list (made before the split).
+    """
+    from .split import SPLITS, read_split
+
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: choose one of {list(SPLITS)}")
+    table = read_split(root)
+    unlisted = [p.pair_id for p in pairs if p.pair_id not in table]
+    if unlisted:
+        raise ValueError(f"{root / 'split.csv'}: does not list {unlisted[:3]} ({len(unlisted)} pairs): the dataset "
+                         "changed since the split was written; write it again with s2v-gpu-split")
+    return [p for p in pairs if table[p.pair_id] == split]
 
 
 def split_by_pairs(pairs: list[PairEntry], test_fraction: float, seed: int = 0) -> tuple[list, list]:

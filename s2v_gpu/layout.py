@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from .geoquality import GEO_STATS
+
 #: int16 files hold reflectance x SCALE.
 SCALE = 10000.0
 
@@ -202,7 +204,13 @@ class DetailsRow:
     software: str
 
 
-DETAIL_COLUMNS = [f.name for f in fields(DetailsRow)]
+#: columns added to ``pairs_details.tsv`` after its first release, at its end: the local model's drop
+#: count, then the geometric quality of each band group (:mod:`s2v_gpu.geoquality`). A table written
+#: before them reads with them empty, and a resumed folder's table is rewritten with them.
+DETAIL_COLUMNS_ADDED = ["dropped_local"] + [f"geo{g}_{k}" for g in ("10", "20") for k in GEO_STATS]
+DETAIL_COLUMNS = [f.name for f in fields(DetailsRow)] + DETAIL_COLUMNS_ADDED
+#: the drop rules of a pair, in the order they act: ``patches_total`` = ``patches_kept`` + their sum
+DROP_COLUMNS = ["dropped_invalid", "dropped_selection", "dropped_local", "dropped_outlier", "dropped_residual"]
 
 #: Per kept patch (``patches.tsv``, one row per patch of every pair, in tensor order; also the
 #: attributes of the GeoPackages): the residual misregistration of each band group after the

@@ -23,6 +23,7 @@ from . import __version__
 from .bands import GROUP_10M, GROUP_20M, S2_WAVELENGTH, VENUS_WAVELENGTH
 from .dataset import PairEntry, entry_of_row, patch_geometries
 from .layout import PAIR_ID_RE, STAC_DIR, SWIR_COLUMN, read_index_rows
+from .licences import DATASET_SPDX, licence_of_file, stac_links
 from .ownership import OwnedFolder, site_owned_folder
 from .writer import atomic_write, own_subfolder
 
@@ -33,9 +34,9 @@ STAC_VERSION = "1.1.0"
 EXTENSIONS = ["https://stac-extensions.github.io/projection/v2.0.0/schema.json",
               "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
               "https://stac-extensions.github.io/processing/v1.2.0/schema.json"]
-LICENSE_NOTE = ("Derived from Theia L2A products (VENuS and Sentinel-2, CNES / MAJA) distributed under the "
-                "Etalab Open Licence 2.0; attribute CNES / Theia and cite Michel et al., Data 2022, 7, 96.")
-LICENSE_URL = "https://www.etalab.gouv.fr/licence-ouverte-open-licence/"
+LICENSE_NOTE = ("Each file carries the licence of what it derives from: VENuS 5 m tensors CC BY-NC 4.0 "
+                "(non-commercial use only), Sentinel-2 tensors Etalab Open Licence 2.0, the rest CC BY 4.0; "
+                "attribute CNES / Theia and cite Michel et al., Data 2022, 7, 96.")
 _PRODUCT_TIME = re.compile(r"_(\d{8})-(\d{6})")
 
 #: asset key -> (index column, sensor, resolution (m), bands, description)
@@ -94,6 +95,9 @@ def pair_item(entry: PairEntry, row: dict, details: dict | None) -> pystac.Item:
     if details:
         props.update({"s2v:shift_m": [float(details["shift_dx_m"]), float(details["shift_dy_m"])],
                       "s2v:registration_matches": int(details["n_matches"])})
+        # the geometric quality of the pair (mean, std, RMSE, CE90, CE95 per band group; see geoquality)
+        props.update({f"s2v:{k}": _number(v) for k, v in details.items()
+                      if k.startswith("geo") and v not in ("", None)})
     item = pystac.Item(entry.pair_id, geom, bbox, product_datetime(row["venus_product_id"]), props,
                        stac_extensions=list(EXTENSIONS))
     for key, (column, sensor, gsd, bands, description) in ASSETS.items():
@@ -101,12 +105,23 @@ def pair_item(entry: PairEntry, row: dict, details: dict | None) -> pystac.Item:
             continue
         item.add_asset(key, pystac.Asset(str(entry.folder / entry.files[column]), title=description,
                                          media_type=TENSOR_TYPE, roles=["data"],
-                                         extra_fields={"gsd": gsd, "bands": _bands(sensor, bands)}))
+                                         extra_fields={"gsd": gsd, "bands": _bands(sensor, bands),
+                                                       "license": licence_of_file(entry.files[column]).spdx}))
     item.add_asset("patches", pystac.Asset(str(entry.folder / entry.files["patches_gpkg"]),
                                            media_type=pystac.MediaType.GEOPACKAGE, roles=["metadata"],
                                            title="one polygon per patch, in tensor order, with residual "
-                                                 "misregistration attributes"))
+                                                 "misregistration attributes",
+                                           extra_fields={"license": licence_of_file(entry.files["patches_gpkg"])
+                                                         .spdx}))
     return item
+
+
+def _number(text: str) -> float | int | None:
+    """A table cell as a JSON number (None for NaN: JSON has none)."""
+    value = float(text)
+    if value != value:
+        return None
+    return int(value) if value.is_integer() and "." not in text else value
 
 
 def _collection(cid: str, description: str, bboxes: list[list[float]], times: list[datetime]) -> pystac.Collection:
@@ -116,11 +131,12 @@ def _collection(cid: str, description: str, bboxes: list[list[float]], times: li
         pystac.TemporalExtent([[min(times), max(times)]]))
     providers = [pystac.Provider("CNES / Theia", roles=["producer", "licensor"], url="https://theia.cnes.fr"),
                  pystac.Provider("s2v_gpu", roles=["processor"], extra_fields={"version": __version__})]
+    # several licences: "other" (STAC 1.1's licence field takes no SPDX expression with spaces), the
+    # expression itself beside it, a link to each text (never fetched) and each asset's own SPDX id
     collection = pystac.Collection(cid, description, extent, license="other", providers=providers,
-                                   extra_fields={"s2v:license_note": LICENSE_NOTE})
-    # "other" licences are named by a link (STAC 1.1); never fetched
-    collection.add_link(pystac.Link("license", LICENSE_URL, media_type="text/html",
-                                    title="Etalab Open Licence 2.0 (the Theia products)"))
+                                   extra_fields={"s2v:license_note": LICENSE_NOTE, "s2v:license_spdx": DATASET_SPDX})
+    for link in stac_links():
+        collection.add_link(pystac.Link(link["rel"], link["href"], media_type=link["type"], title=link["title"]))
     return collection
 
 

@@ -34,6 +34,7 @@ from .layout import (
     read_index_rows,
     read_patches,
 )
+from .licences import REST, SENTINEL2, VENUS, Licence, licence_of_file
 from .ownership import site_owned_folder
 from .writer import atomic_write
 
@@ -48,11 +49,15 @@ V2_COLUMNS = {
     "b11b12_20m": (SWIR_COLUMN, 20.0, ("B11", "B12")),
 }
 ID_COLUMNS = ["pair_id", "patch", "vns_site", "date", "s2_tile", "venus_product_id", "sentinel2_product_id"]
-INDEX_V2 = [*V2_COLUMNS, *ID_COLUMNS, *RESIDUAL_COLUMNS]
+#: the licence of each sensor's files, after CESBIO's columns (SPDX identifiers; see s2v_gpu.licences)
+LICENCE_COLUMNS = {"venus_licence": VENUS.spdx, "sentinel2_licence": SENTINEL2.spdx}
+INDEX_V2 = [*V2_COLUMNS, *ID_COLUMNS, *RESIDUAL_COLUMNS, *LICENCE_COLUMNS]
 
 
-def geotiff(values: np.ndarray, crs: str, left: float, top: float, res: float, bands: tuple[str, ...]) -> bytes:
-    """One patch ``(C, H, W)`` int16 as GeoTIFF bytes (north-up, ``res`` metres)."""
+def geotiff(values: np.ndarray, crs: str, left: float, top: float, res: float, bands: tuple[str, ...],
+            licence: Licence = REST) -> bytes:
+    """One patch ``(C, H, W)`` int16 as GeoTIFF bytes (north-up, ``res`` metres), its licence in its
+    metadata (``LICENSE``, ``LICENSE_URL`` and the TIFF Copyright tag holding the attribution)."""
     profile = {"driver": "GTiff", "width": values.shape[2], "height": values.shape[1], "count": values.shape[0],
                "dtype": "int16", "crs": crs, "transform": from_origin(left, top, res, res), "compress": "deflate"}
     with MemoryFile() as mem:
@@ -60,6 +65,7 @@ def geotiff(values: np.ndarray, crs: str, left: float, top: float, res: float, b
             dst.write(values)
             dst.descriptions = tuple(f"{b} reflectance x {SCALE:g}" for b in bands)
             dst.scales = (1 / SCALE,) * len(bands)
+            dst.update_tags(LICENSE=licence.spdx, LICENSE_URL=licence.url, TIFFTAG_COPYRIGHT=licence.attribution)
         return mem.read()
 
 
@@ -71,10 +77,12 @@ def _pair_members(z: zipfile.ZipFile, site_dir: Path, row: dict, residuals: dict
                V2_COLUMNS.items()}
     rows = []
     for k, (left, _bottom, _right, top) in enumerate(bounds):
-        out = {"pair_id": pid, "patch": k, **{c: row[c] for c in ID_COLUMNS[2:]}, **residuals.get((pid, k), {})}
+        out = {"pair_id": pid, "patch": k, **{c: row[c] for c in ID_COLUMNS[2:]}, **residuals.get((pid, k), {}),
+               **LICENCE_COLUMNS}
         for column, (_, res, bands) in V2_COLUMNS.items():
             member = f"{pid}/{pid}_{k:04d}_{column}.tif"
-            z.writestr(member, geotiff(tensors[column][k].numpy(), crs, left, top, res, bands))
+            z.writestr(member, geotiff(tensors[column][k].numpy(), crs, left, top, res, bands,
+                                       licence_of_file(member)))
             out[column] = f"/vsizip/{zip_name}/{member}"
         rows.append(out)
     return rows

@@ -38,9 +38,11 @@ import torch
 from fiona.crs import CRS as FionaCRS
 
 from .errors import S2VError
+from .geoquality import geo_columns
 from .layout import (
     CARD_FILE,
     DETAIL_COLUMNS,
+    DETAIL_COLUMNS_ADDED,
     DETAILS_FILE,
     INDEX_COLUMNS,
     INDEX_FILE,
@@ -66,18 +68,15 @@ from .layout import (
     read_table,
     to_int16,
 )
+from .licences import licence_text
 from .ownership import ForeignFileError
 
 log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-s2v-"
 MANIFEST_FORMAT = 1
-#: The release's licence notice (Theia products are distributed under the Etalab Open Licence 2.0).
-LICENCE_TEXT = (
-    "This dataset is derived from Theia L2A products (VENuS and Sentinel-2, processed by CNES with\n"
-    "MAJA), distributed by the Theia land data centre under the Etalab Open Licence 2.0.\n"
-    "Made with s2v_gpu; the SEN2VENuS method: Michel et al., Data 2022, 7, 96.\n"
-)
+#: The release's licence notice: each file under the licence of the sensor it derives from.
+LICENCE_TEXT = licence_text()
 
 
 #: The files of a site folder that are not a pair's (:meth:`SiteWriter.write_extra`).
@@ -118,8 +117,22 @@ def _write_error(path: Path, exc: Exception) -> WriteError:
     if code == errno.ENOSPC or (free is not None and free < 1 << 20):
         return WriteError(errno.ENOSPC, f"{path}: No space left on device "
                           f"({free if free is not None else '?'} bytes free); free space and rerun to resume")
+    limit = _file_size_limit()
+    # torch.save reports a refused write as "unexpected pos" (its writer saw fewer bytes land than it sent)
+    if code == errno.EFBIG or (limit is not None and "unexpected pos" in str(exc)):
+        return WriteError(errno.EFBIG, f"{path}: File too large: the file grew past the process's file size limit "
+                          f"({limit if limit is not None else '?'} bytes, ulimit -f) or the disk filled; raise the "
+                          "limit or free space and rerun to resume")
     reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
     return WriteError(code or errno.EIO, f"{path}: cannot write ({type(exc).__name__}: {reason})")
+
+
+def _file_size_limit() -> int | None:
+    """The soft limit on the size of a file this process writes (``ulimit -f``), None when unlimited."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def write_tensor(path: Path, tensor: torch.Tensor) -> None:
@@ -372,7 +385,7 @@ class SiteWriter:
         index_path = self.site_dir / INDEX_FILE
         try:
             rows = read_index_rows(self.site_dir)
-            details = read_table(self.site_dir / DETAILS_FILE, DETAIL_COLUMNS)
+            details = read_table(self.site_dir / DETAILS_FILE, DETAIL_COLUMNS[: -len(DETAIL_COLUMNS_ADDED)])
             patches, current_header = read_patches(self.site_dir)
         except (TableError, UnsafeNameError) as exc:
             raise OutputFolderError(f"{exc}; the folder's tables are damaged: choose a new paths.dataset or "
@@ -397,8 +410,16 @@ class SiteWriter:
         kept_patches = [p for p in patches if p["pair_id"] in kept_ids]
         if len(kept_patches) != len(patches) or not current_header or not (self.site_dir / PATCHES_FILE).exists():
             write_tsv(self.site_dir / PATCHES_FILE, kept_patches, PATCH_COLUMNS)
-        if len(kept) != len(rows) or len(self.details) != len(details):
+        if len(kept) != len(rows) or len(self.details) != len(details) or not self._details_current():
             self._write_tables()
+
+    def _details_current(self) -> bool:
+        """Whether ``pairs_details.tsv`` has the current header (a 0.4.x table lacks the added columns)."""
+        path = self.site_dir / DETAILS_FILE
+        if not path.exists():
+            return True
+        with path.open(encoding="utf-8", errors="replace") as f:
+            return f.readline().rstrip("\n").split("\t") == DETAIL_COLUMNS
 
     def _remove(self, names: list[str], why: str) -> None:
         for name in names:
@@ -543,11 +564,11 @@ def pair_rows(cfg, pair, result, names: dict[str, str], seconds: float, device, 
         "registration_mode": r.mode, "n_matches": r.n_matches, "shift_spread_m": f"{r.spread_m:.3f}",
         "median_dx_m": f"{r.median_m[0]:.3f}", "median_dy_m": f"{r.median_m[1]:.3f}",
         **{k: s[k] for k in ("patches_total", "dropped_invalid", "fit_excluded", "dropped_selection",
-                             "dropped_outlier", "dropped_residual", "patches_kept")},
+                             "dropped_outlier", "dropped_residual", "patches_kept", "dropped_local")},
         **{k: f"{s[k]:.3f}" for k in ("res10_median_m", "res10_p95_m", "res20_median_m", "res20_p95_m")},
         "w_10m": _matrix(result.w_10), "w_20m": _matrix(result.w_20), "device": str(device),
         "seconds": f"{seconds:.2f}", "timings": ";".join(f"{k}={v:.3f}" for k, v in s["timings"].items()),
-        "config_hash": config_hash, "software": software,
+        "config_hash": config_hash, "software": software, **geo_columns(result.patches),
     }
     return index_row, details
 

@@ -40,7 +40,10 @@ def published(naryn, tmp_path_factory, request):
 
 def test_release_prefix_licence_and_zenith(published):
     site = published / "NARYN"
-    assert (site / "LICENCE").read_text().startswith("This dataset is derived from Theia L2A products")
+    licence = (site / "LICENCE").read_text()
+    # per sensor, as the paper distributes them: VENuS CC BY-NC 4.0, Sentinel-2 Etalab 2.0, the rest CC BY 4.0
+    assert "CC-BY-NC-4.0): the VENuS 5 m tensors" in licence and "etalab-2.0): the Sentinel-2 tensors" in licence
+    assert "CC-BY-4.0): every other file" in licence and "non-commercial use only" in licence
     index = pd.read_csv(site / "index.csv", sep="\t", dtype=str)
     assert len(index) == 3
     for _, row in index.iterrows():

@@ -10,6 +10,7 @@ from s2v_gpu.mtf import band_sigmas_px, centred_gaussian_kernel
 from s2v_gpu.report import ReportConfig, build_report
 from s2v_gpu.run import execute
 
+from .helpers import clone_site
 from .test_run import TINY, compose_cfg
 
 
@@ -18,15 +19,9 @@ def dataset(tiny_archive, tmp_path_factory):
     """The tiny archive processed twice under two site names (a second 'site' for the splits)."""
     root = tmp_path_factory.mktemp("report")
     execute(compose_cfg(["data=theia", f"paths.products={tiny_archive.root}", f"paths.dataset={root}", *TINY]))
-    # a copy of the site under another name stands for a second site
-    import shutil
-
-    import pandas as pd
-
-    shutil.copytree(root / "SYNTH-1", root / "SYNTH-2")
-    index = pd.read_csv(root / "SYNTH-2" / "index.csv", sep="\t")
-    index["vns_site"] = "SYNTH-2"
-    index.to_csv(root / "SYNTH-2" / "index.csv", sep="\t", index=False)
+    # the site cloned under another name (its files, tables and manifest say SYNTH-2) stands for a
+    # second site: a plain copy would be a backup copy, left out
+    clone_site(root / "SYNTH-1", root / "SYNTH-2", "SYNTH-2")
     return root
 
 
@@ -202,15 +197,11 @@ def test_report_in_a_real_browser_at_1_and_29_sites(dataset, tmp_path):
     it stays a readable length (the 0.1 page was 44,000 px tall at 14 sites)."""
     import shutil
 
-    import pandas as pd
-
     from s2v_gpu.sites import PUBLISHED
 
     many = tmp_path / "many"
     for site in sorted(PUBLISHED):
-        shutil.copytree(dataset / "SYNTH-1", many / site, ignore=shutil.ignore_patterns("report"))
-        index = pd.read_csv(many / site / "index.csv", sep="\t")
-        index.assign(vns_site=site).to_csv(many / site / "index.csv", sep="\t", index=False)
+        clone_site(dataset / "SYNTH-1", many / site, site)
     for name, root, height in (("one", dataset / "SYNTH-1", 9000), ("many", many, 20000)):
         build_report(root, ReportConfig(), tmp_path / name)
         alone = tmp_path / f"{name}_alone" / "report.html"  # copied without its PNG files

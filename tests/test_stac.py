@@ -38,15 +38,21 @@ def test_items_describe_each_pair_from_its_own_files(built, tmp_path):
     rows = {r["patches_gpkg"][: -len("_patches.gpkg")]: r for r in read_index_rows(site)}
     assert sorted(i.id for i in items) == sorted(rows) and len(items) >= 2
     _validate(collection.to_dict(include_self_link=False), pystac.STACObjectType.COLLECTION)
-    assert collection.license == "other" and [lk.href for lk in collection.links if lk.rel == "license"]
+    assert collection.license == "other" and collection.extra_fields["s2v:license_spdx"] == (
+        "CC-BY-NC-4.0 AND etalab-2.0 AND CC-BY-4.0")
+    assert len([lk.href for lk in collection.links if lk.rel == "license"]) == 3
     for item in items:
         _validate(json.loads((moved / "stac" / f"{item.id}.json").read_text()), pystac.STACObjectType.ITEM)
         row = rows[item.id]
         # the VENuS acquisition time of the product name
         stamp = row["venus_product_id"].split("_")[1][:15]
         assert item.datetime == datetime.strptime(stamp, "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
-        for asset in item.assets.values():
+        for key, asset in item.assets.items():
             assert (moved / asset.href.removeprefix("../")).is_file() and asset.href.startswith("../")
+            # each asset under the licence of its sensor
+            expected = "CC-BY-NC-4.0" if key.startswith("venus") else ("etalab-2.0" if key.startswith("s2")
+                                                                         else "CC-BY-4.0")
+            assert asset.extra_fields["license"] == expected, key
         # projection from the GeoPackage as fiona reads it; every patch centre inside the WGS84 footprint
         with fiona.open(moved / row["patches_gpkg"]) as src:
             epsg = src.crs.to_epsg()
@@ -96,6 +102,8 @@ def test_rerun_keeps_foreign_files_and_the_card_names_sources_licence_and_depart
     n_patches = sum(int(r["nb_patches"]) for r in read_index_rows(built / "SYNTH-1"))
     assert f"| SYNTH-1 | {n_pairs} | {n_patches} |" in card
     assert "Etalab Open Licence 2.0" in card and "CNES / Theia" in card and "10.3390/data7070096" in card
+    assert "**The VENµS 5 m tensors are for non-commercial use only** (CC BY-NC 4.0" in card
+    assert "`CC-BY-NC-4.0 AND etalab-2.0 AND CC-BY-4.0`" in card
     assert "lanczos4" in card and "robust Gauss-Newton" in card
     manifest = json.loads((built / "SYNTH-1" / "manifest.json").read_text())
     assert "DATASET_CARD.md" in manifest["files"]  # ours: recorded

@@ -63,7 +63,7 @@ def _policy_seen_by(module: str, env_policy: str | None) -> str:
 
 
 @pytest.mark.parametrize("module", ["s2v_gpu.run", "s2v_gpu.report.app", "s2v_gpu.aggregate",
-                                    "s2v_gpu.synthetic.__main__", "s2v_gpu.dataset"])
+                                    "s2v_gpu.synthetic.__main__", "s2v_gpu.dataset", "s2v_gpu.split"])
 def test_console_commands_make_openmp_threads_yield_before_torch_loads(module):
     """Every console command sets OMP_WAIT_POLICY=PASSIVE before torch (hence GNU OpenMP) is loaded:
     the runtime reads it once, at load; a policy the user set is kept as it is."""
@@ -76,7 +76,7 @@ def test_every_console_script_is_covered_by_the_wait_policy_test():
     from pathlib import Path
 
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
-    covered = {"s2v_gpu.run", "s2v_gpu.report.app", "s2v_gpu.aggregate"}
+    covered = {"s2v_gpu.run", "s2v_gpu.report.app", "s2v_gpu.aggregate", "s2v_gpu.split"}
     assert {target.split(":")[0] for target in scripts.values()} <= covered
 
 

@@ -40,6 +40,7 @@ def test_every_path_opens_through_gdal_as_written_and_holds_the_tensors(built, m
     monkeypatch.chdir(built / "v2")  # the paths are relative to the index's folder
     for row in rows:
         pid, k = row["pair_id"], int(row["patch"])
+        assert (row["venus_licence"], row["sentinel2_licence"]) == ("CC-BY-NC-4.0", "etalab-2.0")
         crs, bounds = patch_geometries(built / index[pid]["patches_gpkg"])
         for column, (ours, res, bands) in V2_COLUMNS.items():
             assert row[column].startswith("/vsizip/")
@@ -48,6 +49,8 @@ def test_every_path_opens_through_gdal_as_written_and_holds_the_tensors(built, m
                 assert src.crs.to_string() == crs and src.res == (res, res)
                 assert src.bounds == pytest.approx(bounds[k])
                 assert [d.split()[0] for d in src.descriptions] == list(bands) and src.scales[0] == 1e-4
+                # each file under its sensor's licence (VENuS CC BY-NC 4.0, Sentinel-2 Etalab 2.0)
+                assert src.tags()["LICENSE"] == ("CC-BY-NC-4.0" if column.endswith("_05m") else "etalab-2.0")
             tensor = torch.load(built / index[pid][ours], weights_only=True)[k].numpy()
             assert data.dtype == np.int16 and np.array_equal(data, tensor)
 

@@ -5,6 +5,8 @@ from hydra.core.config_store import ConfigStore
 
 from ..config import RunConfig
 from ..report.app import ReportAppConfig
+from ..split import SplitAppConfig
 
 ConfigStore.instance().store(name="s2v_schema", node=RunConfig)
 ConfigStore.instance().store(name="report_schema", node=ReportAppConfig)
+ConfigStore.instance().store(name="split_schema", node=SplitAppConfig)

@@ -158,6 +158,7 @@ class TheiaProduct:
         self.path = Path(path)
         self.name: ProductName = parse_product_name(self.path)
         self.is_zip = self.path.suffix.lower() == ".zip"
+        self.suspicious_members: list[str] = []
         self._members = self._index_members()
         self.metadata: ProductMetadata | None = None
         mtd = self._members.get(f"{self.name.name}_MTD_ALL.xml")
@@ -168,6 +169,7 @@ class TheiaProduct:
         else:
             try:
                 self.metadata = read_metadata_bytes(self._read_member(mtd), self._display(mtd))
+                self._check_metadata_is_ours(mtd)
             except MetadataError:
                 if require_metadata:
                     raise
@@ -183,6 +185,24 @@ class TheiaProduct:
             # NaN would match no pixel: every no-data pixel would be read as a valid -1.0 reflectance
             raise MetadataError(f"{self._display(mtd)}: SPECIAL_VALUE nodata is {self.nodata}; it must be an integer "
                                 "digital number of the int16 bands (Theia: -10000)")
+
+    def _check_metadata_is_ours(self, mtd: str) -> None:
+        """Refuse a metadata document of another acquisition (another date, tile, site or platform than
+        the folder or zip name says): its quantification, angles and masks would be applied silently.
+        The product letter and processing version may differ (renamed distributions exist)."""
+        pid = self.metadata.product_id
+        if not pid:
+            return
+        try:
+            theirs = parse_product_name(pid)
+        except ProductNameError:
+            theirs = None
+        mine = self.name
+        identity = (mine.platform, mine.acquired, mine.zone)
+        if theirs is None or (theirs.platform, theirs.acquired, theirs.zone) != identity:
+            raise MetadataError(f"{self._display(mtd)}: its PRODUCT_ID is {pid}, another product than {mine.name} "
+                                "(the folder or zip name): refused, the metadata of one product is never applied "
+                                "to another's bands")
 
     # ----------------------------------------------------------------------------------- layout
     def __repr__(self) -> str:
@@ -213,8 +233,14 @@ class TheiaProduct:
             except (zipfile.BadZipFile, OSError) as exc:
                 raise RasterReadError(f"{self.path}: corrupt or unreadable zip archive ({exc})") from exc
             for n in names:
-                if not n.endswith("/"):
-                    members.setdefault(n.rsplit("/", 1)[-1], n)
+                if n.endswith("/"):
+                    continue
+                if not safe_member_name(n):  # never read, even beside a genuine member of that name
+                    log.warning("%s: the member %r climbs out of the archive or is absolute: ignored, never read",
+                                self.path, n)
+                    self.suspicious_members.append(n)
+                    continue
+                members.setdefault(n.rsplit("/", 1)[-1], n)
         else:
             if not self.path.is_dir():
                 raise MissingFileError(f"{self.path}: product folder does not exist")
@@ -391,6 +417,12 @@ def _valid_rows(sources: list[tuple[np.ndarray, str, object]], valid: np.ndarray
             flags = part != 0
         invalid = flags if invalid is None else np.logical_or(invalid, flags, out=invalid)
     np.logical_not(invalid, out=valid[r0:r1])
+
+
+def safe_member_name(name: str) -> bool:
+    """A zip member name that stays inside the archive: relative, no ``..`` part, no backslash or drive."""
+    parts = name.split("/")
+    return not (name.startswith("/") or "\\" in name or ":" in parts[0] or ".." in parts or "\x00" in name)
 
 
 def regular_file(path: Path) -> Path:

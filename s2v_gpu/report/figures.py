@@ -124,13 +124,16 @@ def shifts(details: pd.DataFrame, window_m: float = 15.0) -> Figure:
     return fig
 
 
-DROP_RULES = {"dropped_invalid": "invalid pixels", "fit_excluded": "excluded from the fit",
-              "dropped_selection": "selection rules", "dropped_outlier": "outliers",
+#: every rule that drops a grid patch, in the order they act, then the kept ones: the bars add up to
+#: the patches of the common grid (``fit_excluded`` is not a drop: those patches stay candidates)
+DROP_RULES = {"dropped_invalid": "invalid pixels", "dropped_selection": "selection (random draw)",
+              "dropped_local": "local model (field unusable)", "dropped_outlier": "outliers (RMSE)",
               "dropped_residual": "residual filter", "patches_kept": "kept"}
 
 
 def drops(details: pd.DataFrame, sites: list[str]) -> Figure:
-    """Candidate patches by the rule that removed them (or kept), summed per site (a row per site)."""
+    """Grid patches by the rule that removed them (or kept), summed per site (a row per site): the
+    bars add up to the patches of the common grids."""
     fig, ax = _per_site_axes(sites, 8)
     rules = {c: label for c, label in DROP_RULES.items() if c in details}
     totals = details.groupby("vns_site")[list(rules)].sum().reindex(sites).fillna(0)
@@ -138,8 +141,22 @@ def drops(details: pd.DataFrame, sites: list[str]) -> Figure:
     for column, label in rules.items():
         ax.barh(range(len(sites)), totals[column], left=left, label=label)
         left += totals[column].to_numpy()
-    ax.set_xlabel("candidate patches")
+    ax.set_xlabel("patches of the common grid")
     ax.legend(fontsize=7, ncols=5, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    return fig
+
+
+def geometric_quality(table: pd.DataFrame, sites: list[str]) -> Figure:
+    """CE90 (bars) and CE95 (marks) per site and band group, low-resolution pixels (``residual_table``)."""
+    fig, ax = _per_site_axes(sites, 7)
+    for k, (group, colour) in enumerate((("10 m", "tab:purple"), ("20 m", "tab:orange"))):
+        rows = table[table["group"] == group].set_index("site").reindex(sites)
+        y = np.arange(len(sites)) + (k - 0.5) * 0.4
+        ax.barh(y, rows["ce90_px"], height=0.4, color=colour, alpha=0.6, label=f"{group} group, CE90")
+        ax.plot(rows["ce95_px"], y, "|", color=colour, markersize=9, mew=2, label=f"{group} group, CE95")
+    ax.axvline(0.3, color="k", ls="--", lw=1)
+    ax.set_xlabel("circular error (low-resolution pixels)")
+    ax.legend(fontsize=7, ncols=2, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return fig
 
 
