@@ -167,7 +167,14 @@ def run_app(execute: Callable, *refusals: type) -> None:
         job_num = None if hc.mode != RunMode.MULTIRUN else hc.job.num
         if job_num is not None and cfg.device.threads == 0:
             cfg.device.threads = launcher_threads(hc.launcher)
-        summary = execute(cfg, dataset_dir(cfg.paths.dataset), job_num)
+        from .harvest.catalog import CatalogError
+
+        try:
+            summary = execute(cfg, dataset_dir(cfg.paths.dataset), job_num)
+        except CatalogError as exc:  # data=geodes: the catalogue cannot be reached: nothing to build
+            log.error("%s", exc)
+            callbacks.record_job(Path(hc.runtime.output_dir), "failed", str(exc))
+            return 1
         ok = summary["pairs_in_dataset"] > 0
         callbacks.record_job(Path(hc.runtime.output_dir), "ok" if ok else "empty",
                              "" if ok else f"nothing could be processed for site {summary['site']}",

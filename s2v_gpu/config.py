@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import S2VError
+from .harvest.config import HarvestConfig
 from .layout import Layout, UnsafeNameError, check_name
 from .pairing import PairingConfig
 from .pipeline import PipelineConfig
@@ -59,6 +60,8 @@ class DataSource(enum.StrEnum):
     demo = "demo"
     tiny = "tiny"
     theia = "theia"
+    #: harvest what is missing through the catalogue (harvest.catalog) into paths.products, then build
+    geodes = "geodes"
 
 
 class DemoPreset(enum.StrEnum):
@@ -114,6 +117,8 @@ class RunConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     pairing: PairingConfig = field(default_factory=PairingConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    #: data=geodes: the catalogue, dates, cloud limit, credentials and downloads of the harvest
+    harvest: HarvestConfig = field(default_factory=HarvestConfig)
 
 
 def unknown_keys(node, schema, prefix: str = "") -> list[str]:
@@ -233,15 +238,31 @@ def validate(cfg: RunConfig) -> None:
             check_name(cfg.site, "site")
         except UnsafeNameError as exc:
             raise ConfigError(f"site={cfg.site!r}: {exc}") from exc
-    if cfg.data is DataSource.theia and cfg.paths.products is None:
-        raise ConfigError("paths.products is required with data=theia: give the folder holding the Theia products "
-                          "(data=demo runs the embedded synthetic demo)")
-    if cfg.data is not DataSource.theia and cfg.paths.products is not None:
+    local = (DataSource.theia, DataSource.geodes)
+    if cfg.data in local and cfg.paths.products is None:
+        raise ConfigError(f"paths.products is required with data={cfg.data}: give the folder holding the Theia "
+                          "products (data=demo runs the embedded synthetic demo)")
+    if cfg.data not in local and cfg.paths.products is not None:
         raise ConfigError(f"paths.products={cfg.paths.products} is set but data={cfg.data}: add data=theia to "
                           "build from those products")
-    if cfg.paths.products is not None and not Path(cfg.paths.products).is_dir():
+    if cfg.data is DataSource.geodes:
+        _validate_geodes(cfg)
+    elif cfg.paths.products is not None and not Path(cfg.paths.products).is_dir():
         raise ConfigError(f"paths.products={cfg.paths.products}: folder not found (give the folder holding the "
                           "Theia products)")
+
+
+def _validate_geodes(cfg: RunConfig) -> None:
+    """data=geodes: a site to harvest, its footprint, the harvest's settings and key file, before any request."""
+    from .harvest.app import read_api_key, resolve_sites, site_geometry
+    from .harvest.config import validate_harvest
+
+    if cfg.site is None:
+        raise ConfigError("site is required with data=geodes: the site to harvest (e.g. site=ATTO)")
+    validate_harvest(cfg.harvest)
+    for site in resolve_sites(cfg.site):
+        site_geometry(site, cfg.harvest)
+    read_api_key(cfg.harvest)
 
 
 #: Revision of ``registration.model=local``'s arithmetic, in its folders' configuration hash (2, in

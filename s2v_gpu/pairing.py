@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,17 @@ def _newest(products: list[tuple[Path, ProductName]], key) -> list[tuple[Path, P
     return sorted(best.values(), key=lambda item: item[1].acquired)
 
 
+def overlap_on_disk(venus_path: Path, s2_path: Path) -> float:
+    """Area of the VENuS footprint that a Sentinel-2 product's footprint covers, from the products'
+    own grids (-1 where a footprint cannot be read)."""
+    try:
+        vgrid = TheiaProduct(venus_path, require_metadata=False).grid("XS")
+    except (S2VError, OSError) as exc:
+        log.warning("cannot read the footprint of %s: %s", venus_path, exc)
+        return -1.0
+    return _coverage(vgrid, s2_path)
+
+
 def _coverage(venus: Grid, s2_path: Path) -> float:
     try:
         g = TheiaProduct(s2_path, require_metadata=False).grid("R1")
@@ -89,9 +101,20 @@ def _coverage(venus: Grid, s2_path: Path) -> float:
     return max(0.0, min(vr, sr) - max(vl, sl)) * max(0.0, min(vt, st) - max(vb, sb))
 
 
-def find_pairs(products: list[tuple[Path, ProductName]], site: str, cfg: PairingConfig | None = None) -> list[Pair]:
-    """Same-day pairs of ``site`` among ``products`` (from :func:`s2v_gpu.products.find_products`)."""
-    cfg = cfg or PairingConfig()
+def find_pairs(products: list[tuple[Path, ProductName]], site: str, cfg: PairingConfig | None = None,
+               overlap: Callable[[Path, Path], float] | None = None) -> list[Pair]:
+    """Same-day pairs of ``site`` among ``products``.
+
+    Args:
+        products: ``(path, name)`` of each product (:func:`s2v_gpu.products.find_products`, or the
+            catalogue's offers with the paths they will have once downloaded).
+        site: the VENuS site.
+        cfg: the pairing rule.
+        overlap: ``overlap(venus_path, s2_path)``, how much of the VENuS footprint a Sentinel-2
+            product covers, to choose among several tiles the same day (default: read from the
+            products on disk; the harvest gives the catalogue's footprints).
+    """
+    cfg, overlap = cfg or PairingConfig(), overlap or overlap_on_disk
     venus = _newest([p for p in products if p[1].sensor == "VENUS" and p[1].zone == site],
                     key=lambda n: n.acquired)
     s2 = _newest([p for p in products if p[1].sensor == "SENTINEL2"], key=lambda n: (n.zone, n.acquired))
@@ -108,13 +131,7 @@ def find_pairs(products: list[tuple[Path, ProductName]], site: str, cfg: Pairing
             continue
         chosen = same_day[0]
         if len(same_day) > 1:
-            try:
-                vgrid = TheiaProduct(vpath, require_metadata=False).grid("XS")
-            except (S2VError, OSError) as exc:
-                log.warning("cannot read the footprint of %s: %s", vpath, exc)
-                vgrid = None
-            if vgrid is not None:
-                chosen = max(same_day, key=lambda c: (_coverage(vgrid, c[0]), -abs(c[2]), c[1].zone))
+            chosen = max(same_day, key=lambda c: (overlap(vpath, c[0]), -abs(c[2]), c[1].zone))
         first_of_day = not pairs or pairs[-1].date != vname.acquired.strftime("%Y-%m-%d")
         pairs.append(Pair(site, vpath, chosen[0], vname, chosen[1], chosen[2],
                           candidates=[c[0].name for c in same_day],

@@ -42,6 +42,7 @@ from .pairing import Pair, find_pairs, sites_in
 from .pipeline import PairResult, PairSkipped, finish_pair, load_pair, prepare_pair, process_pair
 from .products import find_products
 from .provenance import software_versions
+from .sharing import JobSlot
 from .synthetic import TRUTH_FILE, generate, preset
 from .threads import apply_threads
 from .writer import LICENCE_TEXT, OutputFolderError, SiteWriter, write_pair
@@ -138,8 +139,16 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None, job_num: int | None
         torch.use_deterministic_algorithms(True, warn_only=True)
     if cfg.device.retain_host_memory:
         retain_freed_memory()
+    with JobSlot():  # the cores are shared with the other jobs running on them (s2v_gpu.sharing)
+        return _execute(cfg, device, dataset_dir, job_num)
+
+
+def _execute(cfg: RunConfig, device: torch.device, dataset_dir: Path | None, job_num: int | None) -> dict:
     apply_threads(cfg.device.threads)
-    products_root = Path(cfg.paths.products) if cfg.data is DataSource.theia else demo_products(cfg, device)
+    if cfg.data is DataSource.geodes:
+        _harvest(cfg)
+    local = cfg.data in (DataSource.theia, DataSource.geodes)
+    products_root = Path(cfg.paths.products) if local else demo_products(cfg, device)
     rejected: list[str] = []
     products = find_products(products_root, rejected)
     sites = choose_sites(cfg, products, products_root)
@@ -153,6 +162,22 @@ def execute(cfg: RunConfig, dataset_dir: Path | None = None, job_num: int | None
         summaries = [_run_site(cfg, w, find_pairs(products, w.site, cfg.pairing), device, products_root, rejected,
                                versions, cache) for w in writers]
     return summaries[0] if len(summaries) == 1 else _all_sites(summaries)
+
+
+def _harvest(cfg: RunConfig) -> None:
+    """data=geodes: harvest the site's missing products into paths.products (see s2v_gpu.harvest);
+    the run then builds from what is there, also when some products could not be fetched.
+
+    Raises:
+        CatalogError: the catalogue cannot be reached or answers nothing usable.
+    """
+    from .harvest.app import harvest_sites, resolve_sites
+
+    summary = harvest_sites(resolve_sites(cfg.site), cfg.harvest, cfg.pairing, Path(cfg.paths.products))
+    missing = (summary.get("downloads") or {}).get("failed", 0) + (summary.get("downloads") or {}).get("on tape", 0)
+    if missing:
+        log.warning("harvest: %d planned products are missing (see %s); building from those present", missing,
+                    Path(cfg.paths.products) / "harvest_summary.json")
 
 
 def _all_sites(summaries: list[dict]) -> dict:
@@ -221,6 +246,7 @@ def _computed(todo: list[Pair], cfg: RunConfig, device: torch.device, outcomes: 
                        disable=not cfg.progress or not sys.stderr.isatty())
             for i, pair in enumerate(bar):
                 start, current, nxt = time.perf_counter(), nxt, None
+                apply_threads(cfg.device.threads)  # a job started or ended beside this one: its share now
 
                 def read_this_then_the_next(pair=pair, current=current, i=i):
                     nonlocal nxt
