@@ -165,7 +165,7 @@ def _execute(cfg: RunConfig, device: torch.device, dataset_dir: Path | None, job
 
 
 def _harvest(cfg: RunConfig) -> None:
-    """data=geodes: harvest the site's missing products into paths.products (see s2v_gpu.harvest);
+    """data=geodes: harvest the missing products of the site(s) into paths.products (s2v_gpu.harvest);
     the run then builds from what is there, also when some products could not be fetched.
 
     Raises:
@@ -174,7 +174,8 @@ def _harvest(cfg: RunConfig) -> None:
     from .harvest.app import harvest_sites, resolve_sites
 
     summary = harvest_sites(resolve_sites(cfg.site), cfg.harvest, cfg.pairing, Path(cfg.paths.products))
-    missing = (summary.get("downloads") or {}).get("failed", 0) + (summary.get("downloads") or {}).get("on tape", 0)
+    downloads = summary.get("downloads") or {}
+    missing = downloads.get("failed", 0) + downloads.get("on tape", 0)
     if missing:
         log.warning("harvest: %d planned products are missing (see %s); building from those present", missing,
                     Path(cfg.paths.products) / "harvest_summary.json")

@@ -28,12 +28,15 @@ from .test_run import TINY
 
 
 def _clone(product, new_name):
-    """A copy of a product folder under another product name (its files renamed to match)."""
+    """A copy of a product folder under another product name (its files renamed to match, and its
+    metadata's PRODUCT_ID too: the reader refuses another product's metadata)."""
     dst = product.with_name(new_name)
     shutil.copytree(product, dst)
     for f in sorted(dst.rglob("*"), reverse=True):
         if f.is_file() and product.name in f.name:
-            f.rename(f.with_name(f.name.replace(product.name, new_name)))
+            f = f.rename(f.with_name(f.name.replace(product.name, new_name)))
+            if f.name.endswith("_MTD_ALL.xml"):
+                f.write_text(f.read_text(encoding="utf-8").replace(product.name, new_name), encoding="utf-8")
     return dst
 
 

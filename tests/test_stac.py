@@ -101,7 +101,8 @@ def test_rerun_keeps_foreign_files_and_the_card_names_sources_licence_and_depart
     n_pairs = len(read_index_rows(built / "SYNTH-1"))
     n_patches = sum(int(r["nb_patches"]) for r in read_index_rows(built / "SYNTH-1"))
     assert f"| SYNTH-1 | {n_pairs} | {n_patches} |" in card
-    assert "Etalab Open Licence 2.0" in card and "CNES / Theia" in card and "10.3390/data7070096" in card
+    assert "Etalab Open Licence 2.0" in card and "10.3390/data7070096" in card
+    assert "CNES / CESBIO / Theia" in card and "processed by CNES for Theia" in card  # each sensor's attribution
     assert "**The VENµS 5 m tensors are for non-commercial use only** (CC BY-NC 4.0" in card
     assert "`CC-BY-NC-4.0 AND etalab-2.0 AND CC-BY-4.0`" in card
     assert "lanczos4" in card and "robust Gauss-Newton" in card

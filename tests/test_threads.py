@@ -63,7 +63,8 @@ def _policy_seen_by(module: str, env_policy: str | None) -> str:
 
 
 @pytest.mark.parametrize("module", ["s2v_gpu.run", "s2v_gpu.report.app", "s2v_gpu.aggregate",
-                                    "s2v_gpu.synthetic.__main__", "s2v_gpu.dataset", "s2v_gpu.split"])
+                                    "s2v_gpu.synthetic.__main__", "s2v_gpu.dataset", "s2v_gpu.split",
+                                    "s2v_gpu.harvest.app"])
 def test_console_commands_make_openmp_threads_yield_before_torch_loads(module):
     """Every console command sets OMP_WAIT_POLICY=PASSIVE before torch (hence GNU OpenMP) is loaded:
     the runtime reads it once, at load; a policy the user set is kept as it is."""
@@ -76,7 +77,7 @@ def test_every_console_script_is_covered_by_the_wait_policy_test():
     from pathlib import Path
 
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
-    covered = {"s2v_gpu.run", "s2v_gpu.report.app", "s2v_gpu.aggregate", "s2v_gpu.split"}
+    covered = {"s2v_gpu.run", "s2v_gpu.report.app", "s2v_gpu.aggregate", "s2v_gpu.split", "s2v_gpu.harvest.app"}
     assert {target.split(":")[0] for target in scripts.values()} <= covered
 
 
@@ -89,3 +90,57 @@ def test_a_policy_set_after_torch_loaded_is_reported_as_the_runtime_default(monk
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     assert openmp.yield_idle_threads() == "default"  # torch is loaded in the test process
     assert importlib.import_module("os").environ["OMP_WAIT_POLICY"] == "PASSIVE"  # children get it
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from s2v_gpu.sharing import JobSlot
+slot = JobSlot(Path(sys.argv[1])).__enter__()
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_jobs_on_the_same_cores_share_them_and_a_dead_jobs_slot_is_removed(clean_env, tmp_path):
+    """Another live job on these cores halves the automatic thread count; once it is killed (its slot
+    left behind, its lock released by the kernel), the count comes back and the slot is removed."""
+    import subprocess
+    import sys
+
+    from s2v_gpu.sharing import JobSlot
+
+    other = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "ready"
+        with JobSlot(tmp_path) as slot:
+            assert slot.sharing() == 2
+            assert resolve_threads(0) == (max(1, available_cores() // 2), "affinity mask shared by 2 jobs")
+            assert resolve_threads(3) == (3, "device.threads")  # a count given is used as given
+            clean_env.setenv("SLURM_CPUS_PER_TASK", "1")
+            assert resolve_threads(0) == (1, "SLURM_CPUS_PER_TASK")  # so is a scheduler's
+            clean_env.delenv("SLURM_CPUS_PER_TASK")
+            other.kill()
+            other.wait(30)
+            assert len(list(tmp_path.glob("*.slot"))) == 2  # the dead job's slot is still there...
+            assert slot.sharing() == 1 and resolve_threads(0) == (available_cores(), "affinity mask")
+            assert [p.name for p in tmp_path.glob("*.slot")] == [slot.path.name]  # ...and now removed
+        assert not list(tmp_path.glob("*.slot"))
+    finally:
+        other.kill()
+
+
+def test_a_job_on_other_cores_is_not_counted(tmp_path):
+    import json
+
+    from s2v_gpu.sharing import JobSlot
+
+    with JobSlot(tmp_path) as slot:
+        # a live job elsewhere: its slot lists other cores (held open and locked by this test)
+        import fcntl
+
+        with open(tmp_path / "9999-x.slot", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            json.dump({"pid": 9999, "cores": [max(slot.cores) + 64]}, fh)
+            fh.flush()
+            assert slot.sharing() == 1
