@@ -42,7 +42,8 @@ def compare(a: Path, b: Path) -> dict:
                 out["shape_mismatch"].append(f"{pid} {column}: {tuple(ta.shape)} vs {tuple(tb.shape)}")
                 continue
             d = (ta.int() - tb.int()).abs()
-            total, differ, worst = total + d.numel(), differ + int((d > 0).sum()), max(worst, int(d.max(initial=0)))
+            total, differ = total + d.numel(), differ + int((d > 0).sum())
+            worst = max(worst, int(d.max()) if d.numel() else 0)
         out["columns"][column] = {"values": total, "differ": differ, "max_dn": worst}
     for name in (INDEX_FILE, PATCHES_FILE):
         files_a = sorted(f / name for f in survey_sites(a).rows)

@@ -75,6 +75,7 @@ def test_harvest_then_build_gives_the_bytes_of_the_generators_folder(archive, se
     assets, stac, table = services
     dest = tmp_path / "products"
     summary = harvest_sites(["SYNTH-1"], _cfg(stac, table), PairingConfig(), dest)
+    assert summary["sites"]["SYNTH-1"]["requests"] >= 4  # 3 items a page: several pages of each collection
     # the plan is the run's own pairing of the generator's folder
     expected = find_pairs(find_products(root), "SYNTH-1")
     plan = (dest / "harvest_plan.tsv").read_text().splitlines()
