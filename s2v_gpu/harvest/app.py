@@ -188,7 +188,9 @@ def _download(plans: list[Plan], cfg: HarvestConfig, headers: dict, dest: Path) 
     from .download import fetch_all
 
     wanted = {p.name.name: p for plan in plans for p in plan.products}
-    present = {name.name for path, name in find_products(dest) if path.is_dir()}
+    # a product already under the folder (unzipped, or a zip kept in a sub-folder) is not fetched again;
+    # a zip at the top is verified before it counts (download.py)
+    present = {name.name for path, name in find_products(dest) if path.is_dir() or path.parent != dest}
     outcomes = fetch_all(list(wanted.values()), dest, cfg.download, headers, present)
     for o in outcomes:
         if o.status in ("failed", "on tape"):

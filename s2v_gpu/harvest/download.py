@@ -89,7 +89,7 @@ def _fetch_one(session, product: CatalogProduct, dest: Path, cfg: DownloadConfig
                present: set[str]) -> Outcome:
     final = dest / product.zip_name
     if product.name.name in present:
-        return Outcome(product.name.name, "present", 0, "its folder is there")
+        return Outcome(product.name.name, "present", 0, "its folder (or a zip in a sub-folder) is there")
     if final.exists() and _known_good(final, product, ledger):
         return Outcome(product.name.name, "present", 0, "verified before")
     if final.exists():
