@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 # The suite runs many tiny tensor operations, in-process and in subprocesses (the CLI), where waking
-# sleeping OpenMP workers costs more than the work (the suite took 14.4 min instead of 9 with the
-# run's yielding default, OMP_WAIT_POLICY=PASSIVE). One suite on a dedicated box has no neighbour to
-# yield to: its workers spin as the runtime's own default does (GOMP_SPINCOUNT=300000 takes precedence
-# over the wait policy). Scheduling only: no result depends on it. The default itself is tested in
-# test_threads.py (a clean environment) and measured by scripts/bench_jobs.py.
+# sleeping OpenMP workers costs more than on real work (tests/test_pipeline.py: 46.5 s with the run's
+# yielding default, OMP_WAIT_POLICY=PASSIVE, against 42.8 s spinning). One suite on a dedicated box
+# has no neighbour to yield to: its workers spin as the runtime's own default does (GOMP_SPINCOUNT
+# takes precedence over the wait policy). Scheduling only: no result depends on it. The default
+# itself is tested in test_threads.py (a clean environment) and measured by scripts/bench_jobs.py.
 os.environ.setdefault("GOMP_SPINCOUNT", "300000")
 
 # isort: split
