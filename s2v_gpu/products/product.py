@@ -158,7 +158,6 @@ class TheiaProduct:
         self.path = Path(path)
         self.name: ProductName = parse_product_name(self.path)
         self.is_zip = self.path.suffix.lower() == ".zip"
-        self.suspicious_members: list[str] = []
         self._members = self._index_members()
         self.metadata: ProductMetadata | None = None
         mtd = self._members.get(f"{self.name.name}_MTD_ALL.xml")
@@ -238,7 +237,6 @@ class TheiaProduct:
                 if not safe_member_name(n):  # never read, even beside a genuine member of that name
                     log.warning("%s: the member %r climbs out of the archive or is absolute: ignored, never read",
                                 self.path, n)
-                    self.suspicious_members.append(n)
                     continue
                 members.setdefault(n.rsplit("/", 1)[-1], n)
         else:
