@@ -52,6 +52,12 @@ class JobSlot:
         global _ACTIVE
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            st = self.folder.stat()
+            if st.st_uid != os.getuid() or st.st_mode & 0o022:
+                # another user's folder, or one others may write: their files would steer our threads
+                log.warning("%s is not a private folder of this user: threads are not shared with other jobs",
+                            self.folder)
+                return self
             name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}.slot"
             tmp = self.folder / f".{name}"
             fh = open(tmp, "w")

@@ -69,7 +69,10 @@ def test_console_commands_make_openmp_threads_yield_before_torch_loads(module):
     """Every console command sets OMP_WAIT_POLICY=PASSIVE before torch (hence GNU OpenMP) is loaded:
     the runtime reads it once, at load; a policy the user set is kept as it is."""
     assert _policy_seen_by(module, None) == "PASSIVE PASSIVE True"
-    assert _policy_seen_by(module, "ACTIVE") == "ACTIVE ACTIVE True"
+
+
+def test_a_wait_policy_the_user_set_is_kept():
+    assert _policy_seen_by("s2v_gpu.run", "ACTIVE") == "ACTIVE ACTIVE True"
 
 
 def test_every_console_script_is_covered_by_the_wait_policy_test():
@@ -144,3 +147,16 @@ def test_a_job_on_other_cores_is_not_counted(tmp_path):
             json.dump({"pid": 9999, "cores": [max(slot.cores) + 64]}, fh)
             fh.flush()
             assert slot.sharing() == 1
+
+
+def test_a_slot_folder_others_may_write_is_not_used(tmp_path, caplog):
+    """A jobs folder another user could write into (planted slots would steer our threads): the job
+    runs as if alone and says so."""
+    from s2v_gpu.sharing import JobSlot
+
+    shared = tmp_path / "jobs"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with JobSlot(shared) as slot:
+        assert slot.sharing() == 1 and not list(shared.iterdir())
+    assert "not a private folder" in caplog.text
