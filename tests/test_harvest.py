@@ -298,3 +298,23 @@ def test_one_command_from_a_site_name(archive, services, tmp_path):
         execute(compose_cfg(args))
     with pytest.raises(ConfigError, match="harvest.max_cloud"):
         execute(compose_cfg(["site=SYNTH-1", *args, "harvest.max_cloud=-1"]))
+
+
+def test_a_redirect_to_another_host_never_carries_the_api_key(archive, services, tmp_path):
+    """GEODES may redirect a download to an object store: the key goes to the catalogue's host only
+    (requests itself would forward a custom header to whatever host a redirect names)."""
+    assets, stac, table = services
+    name = _one_venus(archive)
+    with AssetServer(archive[0]) as other:
+        other_url = other.url.replace("127.0.0.1", "localhost")  # another host for the URL, still loopback
+        assets.faults[name] = [("status", 302, {"Location": f"{other_url}/download/{name}"})]
+        cfg = _cfg(stac, table)
+        cfg.api_key_env = "S2V_TEST_KEY"
+        os.environ["S2V_TEST_KEY"] = SECRET
+        try:
+            summary = harvest_sites(["SYNTH-1"], cfg, PairingConfig(), tmp_path / "p")
+        finally:
+            del os.environ["S2V_TEST_KEY"]
+    assert summary["downloads"]["failed"] == 0 and (tmp_path / "p" / name).exists()
+    assert [r["name"] for r in other.requests] == [name] and "X-API-Key" not in other.requests[0]["headers"]
+    assert all(r["headers"].get("X-API-Key") == SECRET for r in assets.requests)

@@ -39,6 +39,8 @@ __all__ = ["LEDGER", "Outcome", "fetch_all", "verify_zip"]
 log = logging.getLogger(__name__)
 
 LEDGER = ".s2v_harvest.json"
+#: redirects followed from a product's address (each by hand: the API key stays with its host)
+MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,11 @@ def fetch_all(products: list[CatalogProduct], dest: Path, cfg: DownloadConfig, h
     session.mount("http://", adapter)
     session.mount("https://", adapter)
 
+    secret = tuple(headers)  # sent to the catalogue's host only, never after a redirect to another
+
     def one(product: CatalogProduct) -> Outcome:
         try:
-            return _fetch_one(session, product, dest, cfg, ledger, present)
+            return _fetch_one(session, product, dest, cfg, ledger, present, secret)
         except OSError as exc:  # the disk: stop this product, say why, keep the partial file for a resume
             reason = _disk_reason(dest, exc)
             log.error("%s: %s", product.zip_name, reason)
@@ -86,7 +90,7 @@ def fetch_all(products: list[CatalogProduct], dest: Path, cfg: DownloadConfig, h
 
 
 def _fetch_one(session, product: CatalogProduct, dest: Path, cfg: DownloadConfig, ledger: dict,
-               present: set[str]) -> Outcome:
+               present: set[str], secret: tuple[str, ...] = ()) -> Outcome:
     final = dest / product.zip_name
     if product.name.name in present:
         return Outcome(product.name.name, "present", 0, "its folder (or a zip in a sub-folder) is there")
@@ -104,7 +108,7 @@ def _fetch_one(session, product: CatalogProduct, dest: Path, cfg: DownloadConfig
                                                         "on the portal, then harvest again")
     part = dest / f".{product.zip_name}.part"
     try:
-        fetched = _download(session, product, part, cfg)
+        fetched = _download(session, product, part, cfg, secret)
     except _Retry as exc:
         return Outcome(product.name.name, "failed", 0, str(exc))
     problem = verify_zip(part, product)
@@ -118,7 +122,8 @@ def _fetch_one(session, product: CatalogProduct, dest: Path, cfg: DownloadConfig
     return Outcome(product.name.name, "fetched", fetched)
 
 
-def _download(session, product: CatalogProduct, part: Path, cfg: DownloadConfig) -> int:
+def _download(session, product: CatalogProduct, part: Path, cfg: DownloadConfig,
+              secret: tuple[str, ...] = ()) -> int:
     """Fetch ``product`` into ``part`` (resuming what is there); the bytes fetched.
 
     Raises:
@@ -127,7 +132,7 @@ def _download(session, product: CatalogProduct, part: Path, cfg: DownloadConfig)
     fetched, attempt = 0, 0
     while True:
         try:
-            fetched += _one_request(session, product, part, cfg)
+            fetched += _one_request(session, product, part, cfg, secret)
             return fetched
         except _Retry as exc:
             attempt += 1
@@ -139,7 +144,8 @@ def _download(session, product: CatalogProduct, part: Path, cfg: DownloadConfig)
             time.sleep(wait)
 
 
-def _one_request(session, product: CatalogProduct, part: Path, cfg: DownloadConfig) -> int:
+def _one_request(session, product: CatalogProduct, part: Path, cfg: DownloadConfig,
+                 secret: tuple[str, ...] = ()) -> int:
     """One GET from where ``part`` ends; returns the bytes received. Raises :class:`_Retry` on anything
     that stops the file short of complete."""
     import requests
@@ -154,8 +160,7 @@ def _one_request(session, product: CatalogProduct, part: Path, cfg: DownloadConf
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     received = 0
     try:
-        with session.get(product.href, headers=headers, stream=True, timeout=(cfg.timeout_s, cfg.timeout_s),
-                         allow_redirects=True) as r:
+        with _get(session, product.href, headers, secret, cfg) as r:
             offset = _check_status(r, offset, cfg, part)
             with open(part, "ab" if offset else "wb") as fh, _progress(product, offset) as bar:
                 # read1: every byte that arrived is written before a cut is noticed, so a resume
@@ -169,6 +174,26 @@ def _one_request(session, product: CatalogProduct, part: Path, cfg: DownloadConf
     if product.size is not None and part.stat().st_size < product.size:
         raise _Retry(f"the answer ended at {part.stat().st_size} of {product.size} bytes")
     return received
+
+
+def _get(session, url: str, headers: dict, secret: tuple[str, ...], cfg: DownloadConfig):
+    """GET ``url``, following at most :data:`MAX_REDIRECTS` redirects by hand: the ``secret`` headers
+    (the API key) go only to the host of ``url`` (requests would forward them to any host a redirect
+    names, an object store's or anyone's)."""
+    from urllib.parse import urljoin, urlsplit
+
+    host = urlsplit(url).netloc
+    for _ in range(MAX_REDIRECTS + 1):
+        own = urlsplit(url).netloc == host
+        r = session.get(url, headers={**headers, **({} if own else dict.fromkeys(secret))}, stream=True,
+                        timeout=(cfg.timeout_s, cfg.timeout_s), allow_redirects=False)
+        if not r.is_redirect:
+            return r
+        url = urljoin(url, r.headers["Location"])
+        r.close()
+    exc = _Retry(f"more than {MAX_REDIRECTS} redirects")
+    exc.final = True
+    raise exc
 
 
 def _check_status(r, offset: int, cfg: DownloadConfig, part: Path) -> int:
